@@ -1,0 +1,467 @@
+"""Connection: one gevent socket to one Gearman server.
+
+Data flows one way through a Connection:
+
+* **Writes** come from any number of greenlets.  Each call hands over whole
+  packets; they are written in call order, never interleaved.  While one
+  greenlet is blocked writing, packets queued by others are coalesced into
+  the next single write.
+* **Replies** (JOB_CREATED, ECHO_RES, STATUS_RES, OPTION_RES, NO_JOB,
+  JOB_ASSIGN*, and ERROR in their place) come back in request order; a FIFO
+  of waiters matches them.  A waiter whose caller timed out keeps its slot,
+  so a late reply is consumed instead of being handed to the next request.
+* **WORK_*** packets are routed by job handle to the tasks bound to it.  The
+  handle is bound inside the reader, the moment JOB_CREATED is decoded.
+* Everything else (NOOP, ``ERROR JOB_NOT_FOUND``, which answers a late result
+  rather than a request) goes to :attr:`Connection.on_packet`.
+
+One reader greenlet per socket decodes and dispatches.  When the socket dies,
+every FIFO waiter and every task bound to it ends at once with a
+:class:`~gearman_gevent.exceptions.NetworkError`.  A Connection can be
+connected again afterwards; :attr:`generation` counts the sockets it had.
+"""
+from __future__ import annotations
+
+import logging
+import socket as _stdlib_socket
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import gevent
+import gevent.lock
+import gevent.socket
+import gevent.ssl
+from gevent.event import AsyncResult
+
+from .exceptions import (
+    InvalidArgsError,
+    JobQueueError,
+    NetworkError,
+    ProtocolError,
+    ServerError,
+    SocketTimeoutError,
+)
+from .packet import COMMANDS, DEFAULT_MAX_PACKET_SIZE, NUMS, RES, Decoder, Packet, pack_request
+
+__all__ = ["Connection", "Reply", "format_server"]
+
+log = logging.getLogger(__name__)
+
+_RECV_SIZE = 256 * 1024
+
+_JOB_CREATED = NUMS["job_created"]
+_ERROR = NUMS["error"]
+_NOOP = NUMS["noop"]
+#: Packets routed by handle to tasks.
+_ROUTED = frozenset(
+    NUMS[n]
+    for n in ("work_status", "work_complete", "work_fail", "work_exception", "work_data", "work_warning")
+)
+_TERMINAL = frozenset(NUMS[n] for n in ("work_complete", "work_fail", "work_exception"))
+#: Packets that answer a request, in order.
+_REPLIES = frozenset(
+    NUMS[n]
+    for n in (
+        "job_created", "echo_res", "status_res", "status_res_unique", "option_res",
+        "no_job", "job_assign", "job_assign_uniq", "job_assign_all",
+    )
+)
+
+Waiter = Callable[[Optional[Packet], Optional[BaseException]], None]
+
+
+def format_server(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Reply(Tuple[str, bytes]):
+    """``(type_name, data)`` of a reply packet; ``args`` splits the data."""
+
+    __slots__ = ()
+    packet: Packet
+
+    def __new__(cls, packet: Packet) -> "Reply":
+        self = tuple.__new__(cls, (packet.name, packet.data))
+        return self  # type: ignore[return-value]
+
+    @property
+    def type_name(self) -> str:
+        return self[0]
+
+    @property
+    def data(self) -> bytes:
+        return self[1]
+
+
+def _set_keepalive(sock: Any) -> None:
+    sock.setsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        opt = getattr(_stdlib_socket, name, None)
+        if opt is not None:
+            try:
+                sock.setsockopt(_stdlib_socket.IPPROTO_TCP, opt, value)
+            except OSError:  # pragma: no cover - platform specific
+                pass
+
+
+class Connection:
+    """One connection to one Gearman server.
+
+    :param host: server host name or address.
+    :param port: server port (4730 by default).
+    :param connect_timeout: seconds allowed for TCP connect and TLS handshake.
+    :param ssl_context: an :class:`ssl.SSLContext` to speak TLS, or None.
+    :param max_packet_size: the largest packet body accepted from the server;
+        a larger length field closes the connection with a ProtocolError.
+
+    Connecting is explicit (:meth:`connect`) or done by the pool.  All methods
+    block only the calling greenlet.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 4730,
+        *,
+        connect_timeout: Optional[float] = 5.0,
+        ssl_context: Any = None,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    ) -> None:
+        if not isinstance(host, str) or not host:
+            raise InvalidArgsError(f"host must be a non-empty str, not {host!r}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise InvalidArgsError(f"port must be an int in 1..65535, not {port!r}")
+        if connect_timeout is not None and connect_timeout < 0:
+            raise InvalidArgsError("connect_timeout must not be negative")
+        self.host = host
+        self.port = port
+        self.server = format_server(host, port)
+        self.connect_timeout = connect_timeout
+        self.ssl_context = ssl_context
+        self.max_packet_size = max_packet_size
+        #: Number of sockets this Connection has opened so far.
+        self.generation = 0
+        #: Called as ``on_packet(connection, packet)`` for unsolicited packets
+        #: that are not WORK_* (NOOP, ERROR JOB_NOT_FOUND, ...).
+        self.on_packet: Optional[Callable[["Connection", Packet], None]] = None
+        self._disconnect_callbacks: List[Callable[["Connection", BaseException], None]] = []
+        self._sock: Any = None
+        self._reader: Optional[gevent.Greenlet] = None
+        self._fifo: Deque[Waiter] = deque()
+        self._tasks: Dict[bytes, list] = {}
+        self._wbuf: List[bytes] = []
+        self._writing = False
+        self._connect_lock = gevent.lock.Semaphore()
+        self.last_error: Optional[BaseException] = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<Connection {self.server} {state}>"
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def connected(self) -> bool:
+        """True while a socket is open (it may still turn out to be dead)."""
+        return self._sock is not None
+
+    def on_disconnect(self, fn: Callable[["Connection", BaseException], None]) -> Callable:
+        """Call ``fn(connection, exc)`` each time a socket of this connection
+        is lost or closed (in the greenlet that noticed)."""
+        self._disconnect_callbacks.append(fn)
+        return fn
+
+    def connect(self) -> None:
+        """Open the socket if it is not open (no-op otherwise).
+
+        Raises :class:`NetworkError` naming the server if the TCP connect or
+        the TLS handshake fails or takes longer than ``connect_timeout``.
+        """
+        if self._sock is not None:
+            return
+        with self._connect_lock:
+            if self._sock is not None:
+                return
+            sock = self._open_socket()
+            self.generation += 1
+            self._sock = sock
+            self._fifo = deque()
+            self._tasks = {}
+            self._wbuf = []
+            self._writing = False
+            decoder = Decoder(RES, self.max_packet_size)
+            self._reader = gevent.spawn(self._read_loop, sock, decoder)
+            log.debug("connected to %s (generation %d)", self.server, self.generation)
+
+    def _open_socket(self) -> Any:
+        timeout = self.connect_timeout
+        try:
+            sock = gevent.socket.create_connection((self.host, self.port), timeout=timeout)
+        except _stdlib_socket.timeout:
+            raise NetworkError(
+                f"connecting to {self.server} timed out after {timeout}s", self.server
+            ) from None
+        except OSError as exc:
+            raise NetworkError(f"cannot connect to {self.server}: {exc}", self.server) from exc
+        try:
+            sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+            _set_keepalive(sock)
+            if self.ssl_context is not None:
+                sock = gevent.ssl.SSLSocket(
+                    sock=sock,
+                    server_side=False,
+                    server_hostname=self.host if self.ssl_context.check_hostname else None,
+                    _context=self.ssl_context,
+                )
+            sock.settimeout(None)
+        except gevent.ssl.SSLError as exc:
+            sock.close()
+            raise NetworkError(f"TLS handshake with {self.server} failed: {exc}", self.server) from exc
+        except _stdlib_socket.timeout:
+            sock.close()
+            raise NetworkError(
+                f"TLS handshake with {self.server} timed out after {timeout}s", self.server
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise NetworkError(f"cannot set up connection to {self.server}: {exc}", self.server) from exc
+        return sock
+
+    def close(self) -> None:
+        """Close the socket; waiters and bound tasks fail with NetworkError.
+
+        The Connection may be connected again later.
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        reader = self._reader
+        self._lost(sock, NetworkError(f"connection to {self.server} closed", self.server))
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+
+    # -------------------------------------------------------------- reading
+    def _read_loop(self, sock: Any, decoder: Decoder) -> None:
+        exc: BaseException
+        dispatch = self._dispatch
+        try:
+            recv = sock.recv
+            while True:
+                data = recv(_RECV_SIZE)
+                if not data:
+                    exc = NetworkError(f"{self.server} closed the connection", self.server)
+                    break
+                for pkt in decoder.feed(data):
+                    dispatch(pkt)
+        except gevent.GreenletExit:
+            exc = NetworkError(f"connection to {self.server} closed", self.server)
+        except ProtocolError as e:
+            log.error("protocol error from %s: %s", self.server, e)
+            e.args = (f"{e.args[0]} (from {self.server})",)
+            exc = e
+        except OSError as e:
+            exc = NetworkError(f"connection to {self.server} lost: {e}", self.server)
+        except BaseException as e:  # pragma: no cover - a bug; never leave waiters hanging
+            log.exception("reader of %s died", self.server)
+            exc = NetworkError(f"reader of {self.server} died: {e!r}", self.server)
+        self._lost(sock, exc)
+
+    def _dispatch(self, pkt: Packet) -> None:
+        num = pkt.type
+        try:
+            if num in _ROUTED:
+                handle = pkt.args[0]
+                tasks = self._tasks.get(handle)
+                if tasks is None:
+                    log.debug("%s: %s for unknown handle %r dropped", self.server, pkt.name, handle)
+                    return
+                if num in _TERMINAL:
+                    del self._tasks[handle]
+                for task in tasks if len(tasks) == 1 else list(tasks):
+                    task._handle_packet(self, pkt)
+            elif num in _REPLIES or (num == _ERROR and pkt.args[0] != b"JOB_NOT_FOUND"):
+                if not self._fifo:
+                    log.warning("%s: unexpected %s with no request waiting: %r",
+                                self.server, pkt.name, pkt.args)
+                    return
+                self._fifo.popleft()(pkt, None)
+            else:
+                handler = self.on_packet
+                if handler is not None:
+                    handler(self, pkt)
+                elif num == _ERROR:
+                    log.warning("%s: ERROR %s %r", self.server, pkt.args[0].decode("ascii", "replace"), pkt.args[1])
+                elif num != _NOOP:
+                    log.debug("%s: unsolicited %s ignored", self.server, pkt.name)
+        except Exception:
+            log.exception("%s: handling %s failed", self.server, COMMANDS.get(num, num))
+
+    def _lost(self, sock: Any, exc: BaseException) -> None:
+        """Tear down *sock* if it is still current; fail everything on it."""
+        if sock is not self._sock:
+            return
+        self._sock = None
+        self._reader = None
+        self.last_error = exc
+        try:
+            sock.close()
+        except OSError:  # pragma: no cover
+            pass
+        fifo, self._fifo = self._fifo, deque()
+        tasks, self._tasks = self._tasks, {}
+        self._wbuf = []
+        for waiter in fifo:
+            try:
+                waiter(None, exc)
+            except Exception:  # pragma: no cover
+                log.exception("waiter failed")
+        for bound in tasks.values():
+            for task in bound:
+                try:
+                    task._lost(exc)
+                except Exception:  # pragma: no cover
+                    log.exception("failing %r failed", task)
+        log.info("disconnected from %s: %s", self.server, exc)
+        for fn in list(self._disconnect_callbacks):
+            try:
+                fn(self, exc)
+            except Exception:
+                log.exception("on_disconnect callback failed")
+
+    # -------------------------------------------------------------- writing
+    def _write(self, data: bytes) -> None:
+        """Queue *data* (whole packets) and write it.
+
+        If another greenlet is writing, the data is sent with its next write
+        and this returns at once; otherwise this greenlet writes everything
+        queued until the queue is empty.
+        """
+        sock = self._sock
+        if sock is None:
+            raise NetworkError(f"not connected to {self.server}", self.server)
+        wbuf = self._wbuf
+        wbuf.append(data)
+        if self._writing:
+            return
+        self._writing = True
+        try:
+            while wbuf:
+                chunk = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+                wbuf.clear()
+                sock.sendall(chunk)
+        except OSError as exc:
+            err = NetworkError(f"writing to {self.server} failed: {exc}", self.server)
+            reader = self._reader
+            self._lost(sock, err)
+            if reader is not None:
+                reader.kill(block=False)
+            raise err from exc
+        finally:
+            # After a reconnect the new socket has its own flag: leave it be.
+            if sock is self._sock:
+                self._writing = False
+
+    def send_update(self, packet: bytes) -> None:
+        """Send *packet* (bytes from :func:`~gearman_gevent.packet.pack_request`)
+        that expects no reply.  Raises :class:`NetworkError` if not connected."""
+        self._write(packet)
+
+    def send_with_waiter(self, packet: bytes, waiter: Waiter) -> None:
+        """Send *packet* and register ``waiter(packet, exc)`` for its reply.
+
+        The waiter runs in the reader greenlet with the reply packet, or with
+        an exception if the connection dies first.  Used by the client and
+        worker to bind state the moment a reply is decoded.
+        """
+        if self._sock is None:
+            raise NetworkError(f"not connected to {self.server}", self.server)
+        self._fifo.append(waiter)
+        self._write(packet)
+
+    def send_many_with_waiters(self, packets: List[bytes], waiters: List[Waiter]) -> None:
+        """Send several reply-bearing packets in one write (pipelining)."""
+        if self._sock is None:
+            raise NetworkError(f"not connected to {self.server}", self.server)
+        self._fifo.extend(waiters)
+        self._write(b"".join(packets))
+
+    def send_request(self, packet: bytes, timeout: Optional[float] = None) -> Reply:
+        """Send *packet* and wait for its in-order reply.
+
+        Returns ``(type_name, data)`` (a :class:`Reply`).  Raises
+        :class:`ServerError` if the server answered ERROR,
+        :class:`SocketTimeoutError` after *timeout* seconds (the request's slot
+        stays, so its late reply is discarded), :class:`NetworkError` if the
+        connection fails.
+        """
+        if timeout is not None and timeout < 0:
+            raise InvalidArgsError("timeout must not be negative")
+        result = AsyncResult()
+
+        def waiter(pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
+            if exc is not None:
+                result.set_exception(exc)
+            else:
+                result.set(pkt)
+
+        self.send_with_waiter(packet, waiter)
+        try:
+            pkt = result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise SocketTimeoutError(
+                f"no reply from {self.server} within {timeout}s"
+            ) from None
+        if pkt.type == _ERROR:
+            raise _server_error(pkt, self.server)
+        return Reply(pkt)
+
+    def echo(self, data: bytes = b"ping", timeout: Optional[float] = None) -> bytes:
+        """ECHO_REQ round trip; returns the echoed bytes."""
+        reply = self.send_request(pack_request("echo_req", data), timeout)
+        return reply.data
+
+    def is_healthy(self, timeout: Optional[float] = 5.0) -> bool:
+        """Connect if needed and check the server answers an ECHO."""
+        try:
+            self.connect()
+            return self.echo(b"health", timeout) == b"health"
+        except (NetworkError, SocketTimeoutError, ServerError):
+            return False
+
+    # ------------------------------------------------------------ task map
+    def bind_task(self, handle: bytes, task: Any) -> None:
+        """Route WORK_* packets for *handle* to *task* (call in the reader)."""
+        bound = self._tasks.get(handle)
+        if bound is None:
+            self._tasks[handle] = [task]
+        else:
+            bound.append(task)
+
+    def unbind_task(self, handle: bytes, task: Any) -> None:
+        """Stop routing packets for *handle* to *task* (caller gave up)."""
+        bound = self._tasks.get(handle)
+        if bound is None:
+            return
+        try:
+            bound.remove(task)
+        except ValueError:
+            return
+        if not bound:
+            del self._tasks[handle]
+
+    @property
+    def pending_replies(self) -> int:
+        """Requests sent whose reply has not arrived yet."""
+        return len(self._fifo)
+
+    @property
+    def bound_tasks(self) -> int:
+        """Number of job handles with tasks waiting for WORK_* packets."""
+        return len(self._tasks)
+
+
+def _server_error(pkt: Packet, server: str) -> ServerError:
+    code = pkt.args[0].decode("utf-8", "replace")
+    text = pkt.args[1].decode("utf-8", "replace")
+    cls = JobQueueError if code == "QUEUE_ERROR" else ServerError
+    return cls(code, text, server)
