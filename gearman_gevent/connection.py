@@ -182,7 +182,12 @@ class Connection:
         with self._connect_lock:
             if self._sock is not None:
                 return
-            sock = self._open_socket()
+            try:
+                sock = self._open_socket()
+            except NetworkError as exc:
+                self.last_error = exc
+                raise
+            self.last_error = None
             self.generation += 1
             self._sock = sock
             self._fifo = deque()
