@@ -192,6 +192,7 @@ class Client:
         if not isinstance(task, Task):
             raise InvalidArgsError(f"submit_task needs a Task, not {type(task).__name__}")
         _check_timeout(timeout)
+        task._rearm()
         task._client = self
         self._submit(task, self.task_create_timeout if timeout is None else timeout)
         return task
@@ -255,6 +256,7 @@ class Client:
         for i, task in enumerate(tasks):
             if not isinstance(task, Task):
                 raise InvalidArgsError(f"submit_tasks needs Tasks, not {type(task).__name__}")
+            task._rearm()
             task._client = self
             try:
                 conn = self.pool.get_connection(task.unique or None)
@@ -351,6 +353,7 @@ class Client:
         remaining = deadline.remaining()
         if remaining is not None and (create is None or remaining < create):
             create = remaining
+        task._rearm()
         task._client = self
         self._submit(task, create)
         if not task.wait(deadline.remaining()):

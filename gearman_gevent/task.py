@@ -245,6 +245,16 @@ class Task:
             _SUBMIT[(self.background, self.priority)], self.func, self.unique, self.data
         )
 
+    def _rearm(self) -> None:
+        """Make a finished task submittable again (a user resubmitting it)."""
+        if not self._done.is_set():
+            return
+        self._done.clear()
+        self.handle = self.result = self.exception = self.status = self.error = None
+        self.connection = None
+        self.successful = self.failed = False
+        self.retries_done = 0
+
     def _reset_for_submit(self) -> int:
         """Start a new submission attempt; returns its number."""
         self._attempt += 1

@@ -620,3 +620,13 @@ def test_pool_with_all_connections_and_on_connection(gearmand_factory):
         assert seen.count(servers[0].address) == 2
     finally:
         pool.close()
+
+
+def test_resubmitting_a_finished_task_runs_it_again(client, gearmand, workers, func_name):
+    counter = []
+    workers(gearmand.address, [func_name], lambda job: b"%d" % len(counter) if not counter.append(1) else b"")
+    task = gg.Task(func_name, b"x", unique="")
+    assert client.do_task(task, timeout=10) == b"1"
+    first_handle = task.handle
+    assert client.do_task(task, timeout=10) == b"2"
+    assert task.handle != first_handle and task.successful
