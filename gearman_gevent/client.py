@@ -32,6 +32,7 @@ from .exceptions import (
     JobFailed,
     NetworkError,
     NoJobServersError,
+    ProtocolError,
     SocketTimeoutError,
 )
 from .packet import (
@@ -224,7 +225,8 @@ class Client:
             error = task.error
             if error is None:
                 return
-            if isinstance(error, NetworkError):
+            if isinstance(error, (NetworkError, ProtocolError)):
+                # the connection is gone and the job was not created
                 log.info("resubmitting %r elsewhere: %s", task, error)
                 tried.append(conn)
                 last = error
@@ -285,7 +287,7 @@ class Client:
                     errors[i] = SocketTimeoutError(
                         f"{conn.server} did not acknowledge {task.func!r} within {timeout}s"
                     )
-                elif isinstance(task.error, NetworkError):
+                elif isinstance(task.error, (NetworkError, ProtocolError)):
                     retry.append((i, conn))
                 elif task.error is not None:
                     errors[i] = task.error  # type: ignore[assignment]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import socket as _stdlib_socket
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 import gevent
 import gevent.lock
@@ -68,6 +68,28 @@ _REPLIES = frozenset(
 )
 
 Waiter = Callable[[Optional[Packet], Optional[BaseException]], None]
+
+#: Request type -> the reply types that may answer it (ERROR always may).
+_ANSWERS: Dict[int, FrozenSet[int]] = {}
+for _requests, _replies in (
+    (("submit_job", "submit_job_bg", "submit_job_high", "submit_job_high_bg",
+      "submit_job_low", "submit_job_low_bg", "submit_job_sched", "submit_job_epoch",
+      "submit_reduce_job", "submit_reduce_job_background"), ("job_created",)),
+    (("echo_req",), ("echo_res",)),
+    (("get_status",), ("status_res",)),
+    (("get_status_unique",), ("status_res_unique",)),
+    (("option_req",), ("option_res",)),
+    (("grab_job",), ("no_job", "job_assign")),
+    (("grab_job_uniq",), ("no_job", "job_assign_uniq")),
+    (("grab_job_all",), ("no_job", "job_assign_uniq", "job_assign_all")),
+):
+    for _name in _requests:
+        _ANSWERS[NUMS[_name]] = frozenset(NUMS[r] for r in _replies)
+
+
+def _answers(packet: bytes) -> Optional[FrozenSet[int]]:
+    """The reply types that may answer the request *packet* (None: any)."""
+    return _ANSWERS.get(int.from_bytes(packet[4:8], "big")) if len(packet) >= 12 else None
 
 
 def format_server(host: str, port: int) -> str:
@@ -148,7 +170,7 @@ class Connection:
         self._disconnect_callbacks: List[Callable[["Connection", BaseException], None]] = []
         self._sock: Any = None
         self._reader: Optional[gevent.Greenlet] = None
-        self._fifo: Deque[Waiter] = deque()
+        self._fifo: Deque[Tuple[Waiter, Optional[FrozenSet[int]]]] = deque()
         self._tasks: Dict[bytes, list] = {}
         self._wbuf: List[bytes] = []
         self._writing = False
@@ -289,7 +311,13 @@ class Connection:
                     log.warning("%s: unexpected %s with no request waiting: %r",
                                 self.server, pkt.name, pkt.args)
                     return
-                self._fifo.popleft()(pkt, None)
+                waiter, answers = self._fifo[0]
+                if answers is not None and num != _ERROR and num not in answers:
+                    # The server is out of step with us: every later reply
+                    # would go to the wrong caller.  Drop the connection.
+                    raise ProtocolError(f"{pkt.name} does not answer the request waiting for a reply")
+                self._fifo.popleft()
+                waiter(pkt, None)
             else:
                 handler = self.on_packet
                 if handler is not None:
@@ -298,6 +326,8 @@ class Connection:
                     log.warning("%s: ERROR %s %r", self.server, pkt.args[0].decode("ascii", "replace"), pkt.args[1])
                 elif num != _NOOP:
                     log.debug("%s: unsolicited %s ignored", self.server, pkt.name)
+        except ProtocolError:
+            raise
         except Exception:
             log.exception("%s: handling %s failed", self.server, COMMANDS.get(num, num))
 
@@ -315,7 +345,7 @@ class Connection:
         fifo, self._fifo = self._fifo, deque()
         tasks, self._tasks = self._tasks, {}
         self._wbuf = []
-        for waiter in fifo:
+        for waiter, _ in fifo:
             try:
                 waiter(None, exc)
             except Exception:  # pragma: no cover
@@ -349,11 +379,24 @@ class Connection:
         if self._writing:
             return
         self._writing = True
+        self._flush(sock, wbuf, b"")
+
+    def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes) -> None:
+        """Write *pending*, then everything queued, with ``send`` so progress
+        is known.  If this greenlet is interrupted mid-packet (killed, a
+        ``gevent.Timeout``), a new greenlet finishes the write: the stream
+        never carries half a packet and the connection stays usable."""
+        view = memoryview(pending)
+        handed_off = False
         try:
-            while wbuf:
-                chunk = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
-                wbuf.clear()
-                sock.sendall(chunk)
+            while True:
+                if not view:
+                    if not wbuf:
+                        break
+                    view = memoryview(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+                    wbuf.clear()
+                sent = sock.send(view)
+                view = view[sent:]
         except OSError as exc:
             err = NetworkError(f"writing to {self.server} failed: {exc}", self.server)
             reader = self._reader
@@ -361,10 +404,21 @@ class Connection:
             if reader is not None:
                 reader.kill(block=False)
             raise err from exc
+        except BaseException:
+            if sock is self._sock:
+                handed_off = True
+                gevent.spawn(self._finish_flush, sock, wbuf, bytes(view))
+            raise
         finally:
             # After a reconnect the new socket has its own flag: leave it be.
-            if sock is self._sock:
+            if sock is self._sock and not handed_off:
                 self._writing = False
+
+    def _finish_flush(self, sock: Any, wbuf: List[bytes], pending: bytes) -> None:
+        try:
+            self._flush(sock, wbuf, pending)
+        except NetworkError:
+            pass  # torn down and logged by _lost
 
     def send_update(self, packet: bytes) -> None:
         """Send *packet* (bytes from :func:`~gearman_gevent.packet.pack_request`)
@@ -380,14 +434,14 @@ class Connection:
         """
         if self._sock is None:
             raise NetworkError(f"not connected to {self.server}", self.server)
-        self._fifo.append(waiter)
+        self._fifo.append((waiter, _answers(packet)))
         self._write(packet)
 
     def send_many_with_waiters(self, packets: List[bytes], waiters: List[Waiter]) -> None:
         """Send several reply-bearing packets in one write (pipelining)."""
         if self._sock is None:
             raise NetworkError(f"not connected to {self.server}", self.server)
-        self._fifo.extend(waiters)
+        self._fifo.extend(zip(waiters, map(_answers, packets)))
         self._write(b"".join(packets))
 
     def send_request(self, packet: bytes, timeout: Optional[float] = None) -> Reply:

@@ -276,12 +276,22 @@ class ConnectionPool:
             key = coalesce_key.encode() if isinstance(coalesce_key, str) else coalesce_key
             start = zlib.crc32(key) % n if n else 0
         excluded = set(exclude) if exclude else ()
-        for i in range(n):
-            conn = conns[(start + i) % n]
-            if excluded and conn in excluded:
-                continue
+        order = [conns[(start + i) % n] for i in range(n)]
+        order = [c for c in order if c not in excluded] if excluded else order
+        for conn in order:
             if self._try(conn):
                 return conn
+        # Every candidate is down or waiting out its backoff.  Rather than
+        # fail while a server may already be back, try those in backoff once
+        # now (a refused connect fails fast); their retry loops carry on.
+        for conn in order:
+            if conn.connected:
+                return conn
+            try:
+                self._connect(conn)
+                return conn
+            except NetworkError as exc:
+                log.debug("%s", exc)
         raise NoJobServersError(self._unavailable_message())
 
     def _unavailable_message(self) -> str:

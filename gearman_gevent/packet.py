@@ -14,6 +14,7 @@ Command names follow gearman-ruby (``"submit_job_high_bg"``,
 from __future__ import annotations
 
 import struct
+from urllib.parse import unquote_plus
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .exceptions import InvalidArgsError, ProtocolError, ServerError
@@ -276,11 +277,11 @@ class Decoder:
                 pos = nl + 1
                 continue
             if end - pos < HEADER_SIZE:
-                # Check what we can of a partial header so garbage fails fast.
-                if not magic_expected.startswith(buf[pos:end]) and not (
-                    REQ.startswith(buf[pos:end]) or RES.startswith(buf[pos:end])
-                ):
-                    raise ProtocolError(f"invalid magic {buf[pos:end]!r}")
+                # Check what we have of the magic so garbage fails fast; the
+                # type and length bytes after it are checked once whole.
+                head = buf[pos:min(end, pos + 4)]
+                if not magic_expected.startswith(head):
+                    raise ProtocolError(f"invalid magic {head!r}")
                 break
             magic, num, size = unpack_from(buf, pos)
             if magic != magic_expected:
@@ -363,7 +364,9 @@ def parse_status_res_unique(args: Sequence[bytes]) -> UniqueStatus:
 
 #: Admin commands whose reply is a list of lines ended by a ``.`` line.
 LIST_COMMANDS = frozenset(
-    ("status", "workers", "prioritystatus", "show jobs", "show unique jobs")
+    ("status", "workers", "prioritystatus", "show jobs", "show unique jobs",
+     # the Perl Gearman::Server's own list commands
+     "jobs", "clients", "gladiator")
 )
 
 
@@ -391,6 +394,12 @@ class WorkerInfo(NamedTuple):
     ip: str
     client_id: str
     functions: List[str]
+
+    @property
+    def is_client(self) -> bool:
+        """True for a connection that registered no function (a client, an
+        admin connection, or a worker before its CAN_DO)."""
+        return not self.functions
 
 
 class JobInfo(NamedTuple):
@@ -428,7 +437,9 @@ class AdminReplyParser:
                 return None
             raw, self._buf = self._buf[:nl], self._buf[nl + 1:]
             line = raw.rstrip(b"\r").decode("utf-8", "replace")
-            if not self._lines and (not self.list_reply or line.startswith("ERR")):
+            if not self._lines and (
+                not self.list_reply or (line.startswith("ERR ") and "\t" not in line)
+            ):
                 self.rest = self._buf
                 return [line]
             if line == ".":
@@ -441,7 +452,8 @@ def _raise_err(line: str) -> None:
     if line.startswith("ERR"):
         parts = line.split(" ", 2)
         code = parts[1] if len(parts) > 1 else "UNKNOWN_ERROR"
-        text = parts[2].replace("+", " ") if len(parts) > 2 else ""
+        # gearmand writes spaces as '+'; the Perl server %-escapes too
+        text = unquote_plus(parts[2]).strip() if len(parts) > 2 else ""
         raise ServerError(code, text)
 
 

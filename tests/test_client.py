@@ -630,3 +630,21 @@ def test_resubmitting_a_finished_task_runs_it_again(client, gearmand, workers, f
     first_handle = task.handle
     assert client.do_task(task, timeout=10) == b"2"
     assert task.handle != first_handle and task.successful
+
+
+def test_single_server_restart_is_used_without_waiting_for_backoff(gearmand_factory):
+    server = gearmand_factory()
+    c = gg.Client(server.address, reconnect_delay=60)
+    try:
+        assert c.echo(b"before") == b"before"
+        lost = Event()
+        c.pool.connections[0].on_disconnect(lambda conn, exc: lost.set())
+        server.kill()
+        assert lost.wait(5)
+        with pytest.raises(NoJobServersError):
+            c.echo(b"down")  # and its background retry is now backing off
+        server.start()
+        # the server is back: the next call connects at once
+        assert c.echo(b"after") == b"after"
+    finally:
+        c.close()
