@@ -25,13 +25,18 @@ from .connection_pool import ConnectionPool
 from .task import BackgroundTask, Task
 from .task_set import TaskSet
 from .client import Client
+from .worker import Job, Worker
+from .admin import Admin
 
 __all__ = [
     "__version__",
     "Client",
+    "Admin",
     "Task",
     "BackgroundTask",
     "TaskSet",
+    "Worker",
+    "Job",
     "Connection",
     "ConnectionPool",
     "JobStatus",
