@@ -67,7 +67,7 @@ class Job:
 
     __slots__ = (
         "handle", "function", "unique", "data", "connection", "generation",
-        "_greenlet", "_interruptible", "_critical", "_pending", "_interrupted",
+        "_greenlet", "_interruptible", "_interrupted",
     )
 
     def __init__(
@@ -89,8 +89,6 @@ class Job:
         self.generation: int = connection.generation if generation is None else generation
         self._greenlet: Optional[gevent.Greenlet] = None
         self._interruptible = False
-        self._critical = 0
-        self._pending: Optional[JobInterrupted] = None
         self._interrupted: Optional[JobInterrupted] = None
 
     def __repr__(self) -> str:
@@ -132,36 +130,26 @@ class Job:
                 name.upper(), self.handle, self.connection.server,
             )
             return False
-        own = gevent.getcurrent() is self._greenlet
-        if own:
-            self._critical += 1
         try:
+            # An interrupt (ability timeout, forced stop) may land while this
+            # writes: the Connection then finishes the packet in the
+            # background, so the stream never carries half a packet.
             self.connection.send_update(packet)
         except NetworkError as exc:
             log.warning("dropping %s for job %r: %s", name.upper(), self.handle, exc)
             return False
-        finally:
-            if own:
-                self._critical -= 1
-        if own and not self._critical and self._pending is not None and self._interruptible:
-            exc_, self._pending = self._pending, None
-            raise exc_
         return True
 
     def _deliver(self, exc: JobInterrupted) -> None:
         """Interrupt the ability with *exc* (called in the hub).
 
-        Only while the job runs user code; deferred until the current write
-        finishes if the job's greenlet is writing a packet.
+        Only while the job runs user code.
         """
         glet = self._greenlet
         if glet is None or glet.dead or not self._interruptible:
             return
         if self._interrupted is None:
             self._interrupted = exc
-        if self._critical:
-            self._pending = exc
-            return
         glet.throw(exc)
 
     def _interrupt(self, exc: JobInterrupted) -> None:

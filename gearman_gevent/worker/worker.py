@@ -787,7 +787,6 @@ class Worker:
             error = exc
         finally:
             job._interruptible = False
-            job._pending = None
             if timer is not None:
                 timer.stop()
                 timer.close()
@@ -829,5 +828,4 @@ class Worker:
                 log.exception("after_ability for %r raised", job.function)
             finally:
                 job._interruptible = False
-                job._pending = None
         self._callbacks.fire("work_complete")
