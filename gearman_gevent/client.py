@@ -82,8 +82,8 @@ def _creation_waiter(task: Task, attempt: int, conn: Connection):
     def waiter(pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
         if task._attempt != attempt:
             return  # the submitter gave up on this attempt
-        if exc is not None:
-            task._on_submit_error(exc)
+        if exc is not None or pkt is None:
+            task._on_submit_error(exc or NetworkError("no reply", conn.server))
         elif pkt.type == _JOB_CREATED:
             handle = pkt.args[0]
             if not task.background:

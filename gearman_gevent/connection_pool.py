@@ -73,10 +73,10 @@ def parse_server(spec: ServerSpec) -> Tuple[str, int]:
         return host, _port(rest[1:], spec)
     if text.count(":") > 1:  # a bare IPv6 address without a port
         return text, DEFAULT_PORT
-    host, sep, port = text.partition(":")
+    host, sep, port_text = text.partition(":")
     if not host:
         raise InvalidArgsError(f"empty host in server {spec!r}")
-    return host, (_port(port, spec) if sep else DEFAULT_PORT)
+    return host, (_port(port_text, spec) if sep else DEFAULT_PORT)
 
 
 def _port(value: Any, spec: Any) -> int:
