@@ -184,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", metavar="N", type=_positive_int, default=None,
                    help="exit after N jobs")
 
+    p = sub.add_parser(
+        "server", help="run the embedded job server",
+        description="Run gearman_gevent's embedded job server (gearmand's protocol, "
+        "on gevent) until SIGTERM/SIGINT.",
+    )
+    from .server.__main__ import add_arguments as add_server_arguments
+
+    add_server_arguments(p)
+
     for name, text in (
         ("status", "per function: jobs queued (running included), running, workers"),
         ("workers", "connections to the server and the functions they registered"),
@@ -683,6 +692,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "server":  # a long-running service with its own logging
+        from .server.__main__ import run as run_server
+
+        return run_server(args)
     restore_logging = _setup_logging(args.verbose)
     try:
         if args.command == "submit":

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
     "Packet",
     "TextCommand",
+    "WrongMagic",
     "Decoder",
     "pack",
     "pack_request",
@@ -135,6 +136,16 @@ class Packet(NamedTuple):
         return b"\0".join(self.args)
 
 
+class WrongMagic(NamedTuple):
+    """A well-formed packet that carried the other magic (a response sent to
+    a server); returned instead of raising by a decoder made with
+    ``tolerate_magic=True``, because gearmand answers it with ``ERROR
+    INVALID_MAGIC`` and keeps the connection."""
+
+    type: int
+    args: Tuple[bytes, ...]
+
+
 class TextCommand(NamedTuple):
     """One admin text line received by a server (``b"status"``...)."""
 
@@ -213,16 +224,21 @@ class Decoder:
     *allow_text*, a chunk that does not start with NUL is read as an admin
     text line and returned as :class:`TextCommand` (the server side).
 
+    With *tolerate_magic*, a whole packet with the other magic is returned
+    as :class:`WrongMagic` instead of raising.
+
     After a :class:`ProtocolError` the stream is unusable; close it.
     """
 
-    __slots__ = ("magic", "max_packet_size", "allow_text", "_buf", "_parts", "_have", "_need")
+    __slots__ = ("magic", "max_packet_size", "allow_text", "tolerate_magic",
+                 "_buf", "_parts", "_have", "_need")
 
     def __init__(
         self,
         magic: bytes = RES,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         allow_text: bool = False,
+        tolerate_magic: bool = False,
     ) -> None:
         if magic not in (REQ, RES):
             raise InvalidArgsError("magic must be REQ or RES")
@@ -231,6 +247,7 @@ class Decoder:
         self.magic = magic
         self.max_packet_size = max_packet_size
         self.allow_text = allow_text
+        self.tolerate_magic = tolerate_magic
         self._buf = b""
         # A large packet arriving in many chunks is collected in a list and
         # joined once it is whole, so its bytes are copied once, not per chunk.
@@ -243,7 +260,7 @@ class Decoder:
         """Number of bytes held that do not yet make a whole packet."""
         return len(self._buf) + self._have
 
-    def feed(self, data: bytes) -> List[Union[Packet, TextCommand]]:
+    def feed(self, data: bytes) -> List[Union[Packet, TextCommand, WrongMagic]]:
         """Add *data* and return the packets it completes (maybe none)."""
         if self._need:
             self._parts.append(bytes(data))
@@ -255,7 +272,7 @@ class Decoder:
             self._have = self._need = 0
         else:
             buf = self._buf + data if self._buf else bytes(data)
-        out: List[Union[Packet, TextCommand]] = []
+        out: List[Union[Packet, TextCommand, WrongMagic]] = []
         pos = 0
         end = len(buf)
         unpack_from = HEADER.unpack_from
@@ -280,12 +297,17 @@ class Decoder:
                 # Check what we have of the magic so garbage fails fast; the
                 # type and length bytes after it are checked once whole.
                 head = buf[pos:min(end, pos + 4)]
-                if not magic_expected.startswith(head):
+                if not magic_expected.startswith(head) and not (
+                    self.tolerate_magic and (REQ.startswith(head) or RES.startswith(head))
+                ):
                     raise ProtocolError(f"invalid magic {head!r}")
                 break
             magic, num, size = unpack_from(buf, pos)
+            make = Packet
             if magic != magic_expected:
-                raise ProtocolError(f"invalid magic {magic!r}")
+                if not (self.tolerate_magic and (magic == REQ or magic == RES)):
+                    raise ProtocolError(f"invalid magic {magic!r}")
+                make = WrongMagic
             argc = table.get(num)
             if argc is None:
                 raise ProtocolError(f"unknown packet type {num}")
@@ -306,16 +328,16 @@ class Decoder:
                     nul = body.find(b"\0")
                     if nul >= 0:
                         body = body[:nul]
-                out.append(Packet(num, (body,)))
+                out.append(make(num, (body,)))
             elif argc == 0:
-                out.append(Packet(num, ()))
+                out.append(make(num, ()))
             else:
                 args = buf[start:stop].split(b"\0", argc - 1)
                 if len(args) != argc:
                     raise ProtocolError(
                         f"{COMMANDS[num]} needs {argc} arguments, got {len(args)}"
                     )
-                out.append(Packet(num, tuple(args)))
+                out.append(make(num, tuple(args)))
         self._buf = buf[pos:] if pos < end else b""
         return out
 

@@ -352,3 +352,29 @@ def test_worker_subcommand(gearmand, func_name, tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         proc.stderr.close()
+
+
+def test_server_subcommand_serves_and_stops_on_sigterm():
+    import signal as _signal
+
+    import gearman_gevent as gg
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gearman_gevent", "server", "--listen", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("listening on 127.0.0.1:"), line + proc.stderr.read()
+        address = line.split()[-1]
+        with gg.Client(address) as client:
+            assert client.echo(b"embedded") == b"embedded"
+            assert client.submit("cli-server-f", b"x", background=True).handle
+        with gg.Admin(address) as admin:
+            assert admin.status()["cli-server-f"].queued == 1
+        proc.send_signal(_signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
