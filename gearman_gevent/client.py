@@ -223,7 +223,10 @@ class Client:
                     f"{conn.server} did not acknowledge {task.func!r} within {timeout}s"
                 )
             error = task.error
-            if error is None:
+            if error is None or task.done:
+                # Created.  (A foreground task whose connection died right
+                # after JOB_CREATED is already failed with that error: the
+                # job exists on that server, so it is not resubmitted.)
                 return
             if isinstance(error, (NetworkError, ProtocolError)):
                 # the connection is gone and the job was not created
@@ -287,6 +290,8 @@ class Client:
                     errors[i] = SocketTimeoutError(
                         f"{conn.server} did not acknowledge {task.func!r} within {timeout}s"
                     )
+                elif task.done:
+                    pass  # created, then its connection died: failed, not resubmitted
                 elif isinstance(task.error, (NetworkError, ProtocolError)):
                     retry.append((i, conn))
                 elif task.error is not None:

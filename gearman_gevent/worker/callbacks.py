@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, List
 
+import gevent
+
 from ..exceptions import InvalidArgsError
+from .job import JobInterrupted
 
 __all__ = ["Callbacks", "EVENTS"]
 
@@ -47,5 +50,7 @@ class Callbacks:
         for fn in self._lists[event]:
             try:
                 fn()
-            except Exception:
+            except (gevent.GreenletExit, JobInterrupted, KeyboardInterrupt, SystemExit):
+                raise  # meant for the greenlet running the callback
+            except BaseException:  # Exception, and e.g. an uncaught gevent.Timeout
                 log.exception("on_%s callback %r raised", event, fn)

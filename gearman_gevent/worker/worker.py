@@ -55,6 +55,7 @@ from ..connection_pool import ConnectionPool, Servers, parse_servers
 from ..exceptions import (
     InvalidArgsError,
     NetworkError,
+    ProtocolError,
     ServerError,
     SocketTimeoutError,
 )
@@ -280,7 +281,11 @@ class Worker:
         returning ``None`` or ``False`` sends WORK_FAIL; raising sends
         WORK_EXCEPTION with the exception's text (and nothing after it:
         gearmand 1.1 ends the job there and sends WORK_FAIL to clients that
-        did not ask for exceptions).  The worker survives every exception.
+        did not ask for exceptions).  The worker survives every exception,
+        ``BaseException`` subclasses such as an uncaught ``gevent.Timeout``
+        included; only ``SystemExit`` and ``KeyboardInterrupt`` propagate
+        (nothing is sent; gearmand requeues the job when the process's
+        connections close).
 
         *timeout* (seconds): a job running longer is abandoned -- its greenlet
         is interrupted (with :class:`~gearman_gevent.worker.job.JobTimedOut`,
@@ -521,16 +526,27 @@ class Worker:
         assert pool is not None
         try:
             if not self._stop_requested.is_set():
-                if not pool.connect_all():
-                    log.warning("no job server reachable yet (%s); retrying in the background",
-                                ", ".join(pool.servers))
-                self._stop_requested.wait()
+                # One greenlet per server: a server that accepts but never
+                # answers must not hold up the others for network_timeout.
+                connecting = [gevent.spawn(pool._try, conn) for conn in pool.connections]
+                reporter = gevent.spawn(self._report_first_connects, pool, connecting)
+                try:
+                    self._stop_requested.wait()
+                finally:
+                    gevent.killall(connecting + [reporter])
         except BaseException:
             # Killed or failed: do not wait for jobs.
             self._request_stop(0)
             raise
         finally:
             self._shutdown()
+
+    @staticmethod
+    def _report_first_connects(pool: ConnectionPool, connecting: List[gevent.Greenlet]) -> None:
+        gevent.joinall(connecting)
+        if not any(g.value for g in connecting):
+            log.warning("no job server reachable yet (%s); retrying in the background",
+                        ", ".join(pool.servers))
 
     def _request_stop(self, timeout: Optional[float]) -> None:
         if timeout is not None:
@@ -697,7 +713,9 @@ class Worker:
                 else:  # pragma: no cover - the connection only routes replies here
                     self._release_slot()
                     raise NetworkError(f"unexpected {kind} in answer to GRAB", conn.server)
-        except NetworkError as exc:
+        except (NetworkError, ProtocolError) as exc:
+            # The connection is gone (a ProtocolError tore it down); the
+            # pool reconnects and _setup starts a new loop.
             log.info("stopped grabbing on %s: %s", conn.server, exc)
         except SocketTimeoutError:
             log.warning("%s did not answer GRAB_JOB_UNIQ within %s s; reconnecting",
@@ -783,7 +801,9 @@ class Worker:
             pass
         except gevent.GreenletExit:
             job._interrupted = job._interrupted or JobStopped("killed")
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is going down; gearmand requeues the job
+        except BaseException as exc:  # Exception, and e.g. an uncaught gevent.Timeout
             error = exc
         finally:
             job._interruptible = False
@@ -824,7 +844,9 @@ class Worker:
                 after(result, job.data)
             except JobInterrupted:
                 pass
-            except Exception:
+            except (gevent.GreenletExit, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # Exception, and e.g. an uncaught gevent.Timeout
                 log.exception("after_ability for %r raised", job.function)
             finally:
                 job._interruptible = False
