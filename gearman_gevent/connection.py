@@ -175,6 +175,7 @@ class Connection:
         self._wbuf: List[bytes] = []
         self._writing = False
         self._connect_lock = gevent.lock.Semaphore()
+        self._hub = gevent.get_hub()
         self.last_error: Optional[BaseException] = None
 
     def __repr__(self) -> str:
@@ -271,14 +272,19 @@ class Connection:
     def _read_loop(self, sock: Any, decoder: Decoder) -> None:
         exc: BaseException
         dispatch = self._dispatch
+        # One receive buffer per socket: recv() of a fresh 256 KiB bytes per
+        # read made malloc mmap and munmap it every time (two syscalls and
+        # page faults per packet on a busy connection).
+        buf = bytearray(_RECV_SIZE)
+        view = memoryview(buf)
         try:
-            recv = sock.recv
+            recv_into = sock.recv_into
             while True:
-                data = recv(_RECV_SIZE)
-                if not data:
+                n = recv_into(buf)
+                if not n:
                     exc = NetworkError(f"{self.server} closed the connection", self.server)
                     break
-                for pkt in decoder.feed(data):
+                for pkt in decoder.feed(view[:n]):
                     dispatch(pkt)  # type: ignore[arg-type]  # no text lines: allow_text is off
         except gevent.GreenletExit:
             exc = NetworkError(f"connection to {self.server} closed", self.server)
@@ -379,9 +385,14 @@ class Connection:
         if self._writing:
             return
         self._writing = True
-        self._flush(sock, wbuf, b"")
+        # With other requests in flight, other greenlets are likely about to
+        # write too (they were woken by the same read): let them queue their
+        # packets first, so all leave in one write -- one syscall here and
+        # one wake-up of the server.  A lone sequential caller is not delayed.
+        cork = len(self._fifo) + len(self._tasks) > 1 and gevent.getcurrent() is not self._hub
+        self._flush(sock, wbuf, b"", cork)
 
-    def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes) -> None:
+    def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes, cork: bool = False) -> None:
         """Write *pending*, then everything queued, with ``send`` so progress
         is known.  If this greenlet is interrupted mid-packet (killed, a
         ``gevent.Timeout``), a new greenlet finishes the write: the stream
@@ -389,6 +400,8 @@ class Connection:
         view = memoryview(pending)
         handed_off = False
         try:
+            if cork:
+                gevent.sleep(0)  # an interrupt here is handed off like one in send()
             while True:
                 if not view:
                     if not wbuf:
@@ -444,6 +457,33 @@ class Connection:
         self._fifo.extend(zip(waiters, map(_answers, packets)))
         self._write(b"".join(packets))
 
+    def send_requests(self, packets: List[bytes], timeout: Optional[float] = None) -> List[Reply]:
+        """Send several requests in one write and wait for all their replies
+        (pipelining); like :meth:`send_request` for each, in order.
+
+        *timeout* bounds the whole wait.  If any reply is an ERROR, the
+        :class:`ServerError` is raised after every reply arrived.
+        """
+        if timeout is not None and timeout < 0:
+            raise InvalidArgsError("timeout must not be negative")
+        if len(packets) == 1:
+            return [self.send_request(packets[0], timeout)]
+        results = [AsyncResult() for _ in packets]
+        self.send_many_with_waiters(packets, [_result_waiter(r) for r in results])
+        replies: List[Reply] = []
+        error: Optional[ServerError] = None
+        with gevent.Timeout(timeout, False):
+            for result in results:
+                pkt = result.get()
+                if pkt.type == _ERROR:
+                    error = error or _server_error(pkt, self.server)
+                else:
+                    replies.append(Reply(pkt))
+            if error is not None:
+                raise error
+            return replies
+        raise SocketTimeoutError(f"no reply from {self.server} within {timeout}s")
+
     def send_request(self, packet: bytes, timeout: Optional[float] = None) -> Reply:
         """Send *packet* and wait for its in-order reply.
 
@@ -456,14 +496,7 @@ class Connection:
         if timeout is not None and timeout < 0:
             raise InvalidArgsError("timeout must not be negative")
         result = AsyncResult()
-
-        def waiter(pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
-            if exc is not None:
-                result.set_exception(exc)
-            else:
-                result.set(pkt)
-
-        self.send_with_waiter(packet, waiter)
+        self.send_with_waiter(packet, _result_waiter(result))
         try:
             pkt = result.get(timeout=timeout)
         except gevent.Timeout:
@@ -517,6 +550,16 @@ class Connection:
     def bound_tasks(self) -> int:
         """Number of job handles with tasks waiting for WORK_* packets."""
         return len(self._tasks)
+
+
+def _result_waiter(result: AsyncResult) -> Waiter:
+    def waiter(pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
+        if exc is not None:
+            result.set_exception(exc)
+        else:
+            result.set(pkt)
+
+    return waiter
 
 
 def _server_error(pkt: Packet, server: str) -> ServerError:

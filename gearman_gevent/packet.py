@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from urllib.parse import unquote_plus
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .exceptions import InvalidArgsError, ProtocolError, ServerError
 
@@ -260,7 +260,7 @@ class Decoder:
         """Number of bytes held that do not yet make a whole packet."""
         return len(self._buf) + self._have
 
-    def feed(self, data: bytes) -> List[Union[Packet, TextCommand, WrongMagic]]:
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> List[Union[Packet, TextCommand, WrongMagic]]:
         """Add *data* and return the packets it completes (maybe none)."""
         if self._need:
             self._parts.append(bytes(data))
@@ -303,7 +303,7 @@ class Decoder:
                     raise ProtocolError(f"invalid magic {head!r}")
                 break
             magic, num, size = unpack_from(buf, pos)
-            make = Packet
+            make: Any = Packet
             if magic != magic_expected:
                 if not (self.tolerate_magic and (magic == REQ or magic == RES)):
                     raise ProtocolError(f"invalid magic {magic!r}")
@@ -569,10 +569,10 @@ def parse_show_unique_jobs(lines: Sequence[str]) -> List[str]:
     return [line for line in lines if line]
 
 
-def iter_packets(chunks: Iterable[bytes], magic: bytes = RES) -> List[Union[Packet, TextCommand]]:
+def iter_packets(chunks: Iterable[bytes], magic: bytes = RES) -> List[Union[Packet, TextCommand, WrongMagic]]:
     """Decode every packet in *chunks* (a convenience for tests and tools)."""
     decoder = Decoder(magic)
-    out: List[Union[Packet, TextCommand]] = []
+    out: List[Union[Packet, TextCommand, WrongMagic]] = []
     for chunk in chunks:
         out.extend(decoder.feed(chunk))
     if decoder.buffered:

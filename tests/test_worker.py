@@ -115,6 +115,42 @@ def test_concurrency_limit_and_throughput(workers, client, func_name):
     assert w.jobs_done == 20 and w.running_jobs == 0
 
 
+def test_grabs_in_flight_pipelines_within_free_slots(workers, client, func_name, mocker):
+    """With grabs_in_flight=8 one connection sends several GRABs per write,
+    yet never holds more jobs than its slots."""
+    from gearman_gevent.connection import Connection
+
+    spy = mocker.spy(Connection, "send_requests")
+    w = workers(concurrency=10, grabs_in_flight=8)
+    running = [0]
+    peak = [0]
+
+    @w.add_ability(func_name)
+    def job(data, job):
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        try:
+            gevent.sleep(0.05)
+        finally:
+            running[0] -= 1
+        return data
+
+    tasks = client.submit_tasks([Task(func_name, b"%d" % i, unique="") for i in range(200)])
+    run(w)
+    for t in tasks:
+        assert t.wait(20)
+    assert sorted(t.result for t in tasks) == sorted(b"%d" % i for i in range(200))
+    assert peak[0] == 10
+    batches = [len(call.args[1]) for call in spy.call_args_list]
+    assert batches and max(batches) == 8 and all(2 <= b <= 8 for b in batches)
+    assert w.jobs_done == 200 and w.running_jobs == 0
+
+
+def test_grabs_in_flight_must_be_positive():
+    with pytest.raises(InvalidArgsError):
+        Worker("127.0.0.1:1", grabs_in_flight=0)
+
+
 def test_blocked_job_does_not_stall_other_jobs(workers, client, func_name):
     w = workers(concurrency=2)
     gate = Event()
@@ -762,7 +798,7 @@ def test_reconnects_after_gearmand_restart(workers, gearmand_factory, func_name,
 
 
 def test_worker_started_before_its_server(workers, gearmand_factory, func_name):
-    from servers import Gearmand, free_port
+    from servers import free_port
 
     port = free_port()
     w = workers(f"127.0.0.1:{port}")
@@ -771,7 +807,7 @@ def test_worker_started_before_its_server(workers, gearmand_factory, func_name):
     w.on_connect(connected.set)
     w.start()
     assert not connected.wait(0.2)  # nothing listens yet
-    server = Gearmand(port=port).start()
+    server = gearmand_factory(port=port)
     try:
         assert connected.wait(10)
         c = Client(server.address)
@@ -779,7 +815,6 @@ def test_worker_started_before_its_server(workers, gearmand_factory, func_name):
         c.close()
     finally:
         w.stop(0)
-        server.cleanup()
 
 
 # ------------------------------------------------------------- arguments

@@ -134,6 +134,12 @@ class Worker:
     :param wakeup_interval: seconds an idle connection sleeps (after
         PRE_SLEEP) before it GRABs again even without a NOOP.
     :param max_packet_size: the largest packet accepted from a server.
+    :param grabs_in_flight: how many GRAB_JOB_UNIQs one connection may have
+        outstanding at once, each backed by a free slot (so the worker never
+        holds more jobs than ``concurrency``).  1 (the default) grabs one job
+        per round trip; a worker with many slots and short jobs refills them
+        much faster with e.g. 8 (gearmand answers pipelined GRABs in order;
+        see benchmarks/README.rst for the measured effect).
 
     Typical use::
 
@@ -159,8 +165,12 @@ class Worker:
         ssl_context: Any = None,
         wakeup_interval: float = DEFAULT_WAKEUP_INTERVAL,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        grabs_in_flight: int = 1,
     ) -> None:
         self._servers = parse_servers(servers)
+        if not isinstance(grabs_in_flight, int) or isinstance(grabs_in_flight, bool) or grabs_in_flight < 1:
+            raise InvalidArgsError(f"grabs_in_flight must be an int >= 1, not {grabs_in_flight!r}")
+        self.grabs_in_flight = grabs_in_flight
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise InvalidArgsError(f"concurrency must be an int >= 1, not {concurrency!r}")
         self.network_timeout = _check_seconds(network_timeout, "network_timeout")
@@ -689,30 +699,50 @@ class Worker:
         self._wake_next()
 
     # ------------------------------------------------------------ grab loop
+    def _extra_slots(self, st: _ConnState) -> int:
+        """Take up to ``grabs_in_flight - 1`` more free slots for *st* at once
+        (never while another connection waits for one); returns how many."""
+        taken = 0
+        while (taken < self.grabs_in_flight - 1 and not self._slot_queue
+               and self._can_grab() and not self._stopping and st.alive):
+            self._free -= 1
+            self._grabs_pending += 1
+            taken += 1
+        return taken
+
     def _grab_loop(self, st: _ConnState) -> None:
         conn = st.conn
         self._callbacks.fire("connect")
         try:
             while self._take_slot(st):
+                n = 1 + self._extra_slots(st)
                 try:
-                    self._callbacks.fire("grab_job")
-                    reply = conn.send_request(_GRAB, self.network_timeout)
+                    for _ in range(n):
+                        self._callbacks.fire("grab_job")
+                    replies = (
+                        [conn.send_request(_GRAB, self.network_timeout)] if n == 1
+                        else conn.send_requests([_GRAB] * n, self.network_timeout)
+                    )
                 except BaseException:
-                    self._grabs_pending -= 1
-                    self._release_slot()
+                    self._grabs_pending -= n
+                    for _ in range(n):
+                        self._release_slot()
                     raise
-                self._grabs_pending -= 1
-                kind, data = reply
-                if kind == "no_job":
-                    self._release_slot()
-                    self._callbacks.fire("no_job")
+                self._grabs_pending -= n
+                got_job = False
+                for kind, data in replies:
+                    if kind == "no_job":
+                        self._release_slot()
+                        self._callbacks.fire("no_job")
+                    elif kind in ("job_assign_uniq", "job_assign", "job_assign_all"):
+                        got_job = True
+                        self._assigned += 1
+                        self._start_job(self._make_job(st, kind, data))
+                    else:  # pragma: no cover - the connection only routes replies here
+                        self._release_slot()
+                        raise NetworkError(f"unexpected {kind} in answer to GRAB", conn.server)
+                if not got_job:
                     self._sleep(st)
-                elif kind in ("job_assign_uniq", "job_assign", "job_assign_all"):
-                    self._assigned += 1
-                    self._start_job(self._make_job(st, kind, data))
-                else:  # pragma: no cover - the connection only routes replies here
-                    self._release_slot()
-                    raise NetworkError(f"unexpected {kind} in answer to GRAB", conn.server)
         except (NetworkError, ProtocolError) as exc:
             # The connection is gone (a ProtocolError tore it down); the
             # pool reconnects and _setup starts a new loop.
