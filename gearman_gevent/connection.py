@@ -370,7 +370,7 @@ class Connection:
                 log.exception("on_disconnect callback failed")
 
     # -------------------------------------------------------------- writing
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, cork: Optional[bool] = None) -> None:
         """Queue *data* (whole packets) and write it.
 
         If another greenlet is writing, the data is sent with its next write
@@ -389,8 +389,9 @@ class Connection:
         # write too (they were woken by the same read): let them queue their
         # packets first, so all leave in one write -- one syscall here and
         # one wake-up of the server.  A lone sequential caller is not delayed.
-        cork = len(self._fifo) + len(self._tasks) > 1 and gevent.getcurrent() is not self._hub
-        self._flush(sock, wbuf, b"", cork)
+        if cork is None:
+            cork = len(self._fifo) + len(self._tasks) > 1
+        self._flush(sock, wbuf, b"", cork and gevent.getcurrent() is not self._hub)
 
     def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes, cork: bool = False) -> None:
         """Write *pending*, then everything queued, with ``send`` so progress
@@ -433,10 +434,15 @@ class Connection:
         except NetworkError:
             pass  # torn down and logged by _lost
 
-    def send_update(self, packet: bytes) -> None:
+    def send_update(self, packet: bytes, cork: bool = False) -> None:
         """Send *packet* (bytes from :func:`~gearman_gevent.packet.pack_request`)
-        that expects no reply.  Raises :class:`NetworkError` if not connected."""
-        self._write(packet)
+        that expects no reply.  Raises :class:`NetworkError` if not connected.
+
+        With *cork*, greenlets made runnable just before this call get to
+        queue their packets first, so they share this write (the worker sends
+        a job's result this way, so the next GRAB rides along).
+        """
+        self._write(packet, cork)
 
     def send_with_waiter(self, packet: bytes, waiter: Waiter) -> None:
         """Send *packet* and register ``waiter(packet, exc)`` for its reply.
@@ -457,41 +463,14 @@ class Connection:
         self._fifo.extend(zip(waiters, map(_answers, packets)))
         self._write(b"".join(packets))
 
-    def send_requests(self, packets: List[bytes], timeout: Optional[float] = None) -> List[Reply]:
-        """Send several requests in one write and wait for all their replies
-        (pipelining); like :meth:`send_request` for each, in order.
+    def request(self, packet: bytes, timeout: Optional[float] = None) -> Packet:
+        """Send *packet* and wait for its in-order reply, as a decoded
+        :class:`~gearman_gevent.packet.Packet` (its arguments split).
 
-        *timeout* bounds the whole wait.  If any reply is an ERROR, the
-        :class:`ServerError` is raised after every reply arrived.
-        """
-        if timeout is not None and timeout < 0:
-            raise InvalidArgsError("timeout must not be negative")
-        if len(packets) == 1:
-            return [self.send_request(packets[0], timeout)]
-        results = [AsyncResult() for _ in packets]
-        self.send_many_with_waiters(packets, [_result_waiter(r) for r in results])
-        replies: List[Reply] = []
-        error: Optional[ServerError] = None
-        with gevent.Timeout(timeout, False):
-            for result in results:
-                pkt = result.get()
-                if pkt.type == _ERROR:
-                    error = error or _server_error(pkt, self.server)
-                else:
-                    replies.append(Reply(pkt))
-            if error is not None:
-                raise error
-            return replies
-        raise SocketTimeoutError(f"no reply from {self.server} within {timeout}s")
-
-    def send_request(self, packet: bytes, timeout: Optional[float] = None) -> Reply:
-        """Send *packet* and wait for its in-order reply.
-
-        Returns ``(type_name, data)`` (a :class:`Reply`).  Raises
-        :class:`ServerError` if the server answered ERROR,
-        :class:`SocketTimeoutError` after *timeout* seconds (the request's slot
-        stays, so its late reply is discarded), :class:`NetworkError` if the
-        connection fails.
+        Raises :class:`ServerError` if the server answered ERROR,
+        :class:`SocketTimeoutError` after *timeout* seconds (the request's
+        slot stays, so its late reply is discarded), :class:`NetworkError` if
+        the connection fails.
         """
         if timeout is not None and timeout < 0:
             raise InvalidArgsError("timeout must not be negative")
@@ -505,7 +484,43 @@ class Connection:
             ) from None
         if pkt.type == _ERROR:
             raise _server_error(pkt, self.server)
-        return Reply(pkt)
+        return pkt
+
+    def requests(self, packets: List[bytes], timeout: Optional[float] = None) -> List[Packet]:
+        """Send several requests in one write and wait for all their replies
+        (pipelining); like :meth:`request` for each, in order.
+
+        *timeout* bounds the whole wait.  If any reply is an ERROR, the
+        :class:`ServerError` is raised after every reply arrived.
+        """
+        if timeout is not None and timeout < 0:
+            raise InvalidArgsError("timeout must not be negative")
+        if len(packets) == 1:
+            return [self.request(packets[0], timeout)]
+        results = [AsyncResult() for _ in packets]
+        self.send_many_with_waiters(packets, [_result_waiter(r) for r in results])
+        replies: List[Packet] = []
+        error: Optional[ServerError] = None
+        with gevent.Timeout(timeout, False):
+            for result in results:
+                pkt = result.get()
+                if pkt.type == _ERROR:
+                    error = error or _server_error(pkt, self.server)
+                else:
+                    replies.append(pkt)
+            if error is not None:
+                raise error
+            return replies
+        raise SocketTimeoutError(f"no reply from {self.server} within {timeout}s")
+
+    def send_request(self, packet: bytes, timeout: Optional[float] = None) -> Reply:
+        """Like :meth:`request`, returning ``(type_name, data)`` (a
+        :class:`Reply`), as gearman-ruby's ``send_request`` does."""
+        return Reply(self.request(packet, timeout))
+
+    def send_requests(self, packets: List[bytes], timeout: Optional[float] = None) -> List[Reply]:
+        """Like :meth:`requests`, returning :class:`Reply` tuples."""
+        return [Reply(pkt) for pkt in self.requests(packets, timeout)]
 
     def echo(self, data: bytes = b"ping", timeout: Optional[float] = None) -> bytes:
         """ECHO_REQ round trip; returns the echoed bytes."""

@@ -120,7 +120,7 @@ def test_grabs_in_flight_pipelines_within_free_slots(workers, client, func_name,
     yet never holds more jobs than its slots."""
     from gearman_gevent.connection import Connection
 
-    spy = mocker.spy(Connection, "send_requests")
+    spy = mocker.spy(Connection, "requests")
     w = workers(concurrency=10, grabs_in_flight=8)
     running = [0]
     peak = [0]

@@ -67,7 +67,7 @@ class Job:
 
     __slots__ = (
         "handle", "function", "unique", "data", "connection", "generation",
-        "_greenlet", "_interruptible", "_interrupted",
+        "_greenlet", "_interruptible", "_interrupted", "_slot_released",
     )
 
     def __init__(
@@ -90,6 +90,7 @@ class Job:
         self._greenlet: Optional[gevent.Greenlet] = None
         self._interruptible = False
         self._interrupted: Optional[JobInterrupted] = None
+        self._slot_released = False
 
     def __repr__(self) -> str:
         return f"<Job {self.handle!r} {self.function!r} on {self.connection.server}>"
@@ -121,7 +122,7 @@ class Job:
         return self
 
     # ------------------------------------------------------------- plumbing
-    def _send(self, name: str, *args: BytesLike) -> bool:
+    def _send(self, name: str, *args: BytesLike, cork: bool = False) -> bool:
         """Write one WORK_* packet for this job; False if it was dropped."""
         packet = pack_request(name, self.handle, *args)
         if not self.connected:
@@ -134,7 +135,7 @@ class Job:
             # An interrupt (ability timeout, forced stop) may land while this
             # writes: the Connection then finishes the packet in the
             # background, so the stream never carries half a packet.
-            self.connection.send_update(packet)
+            self.connection.send_update(packet, cork)
         except NetworkError as exc:
             log.warning("dropping %s for job %r: %s", name.upper(), self.handle, exc)
             return False

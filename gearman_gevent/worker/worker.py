@@ -44,7 +44,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.pool
@@ -77,6 +77,7 @@ DEFAULT_WAKEUP_INTERVAL = 30.0
 MAX_CLIENT_ID_LENGTH = 127
 
 _GRAB = pack_request("grab_job_uniq")
+_NO_JOB = NUMS["no_job"]
 _PRE_SLEEP = pack_request("pre_sleep")
 _NOOP = NUMS["noop"]
 _ERROR = NUMS["error"]
@@ -720,8 +721,8 @@ class Worker:
                     for _ in range(n):
                         self._callbacks.fire("grab_job")
                     replies = (
-                        [conn.send_request(_GRAB, self.network_timeout)] if n == 1
-                        else conn.send_requests([_GRAB] * n, self.network_timeout)
+                        [conn.request(_GRAB, self.network_timeout)] if n == 1
+                        else conn.requests([_GRAB] * n, self.network_timeout)
                     )
                 except BaseException:
                     self._grabs_pending -= n
@@ -730,17 +731,14 @@ class Worker:
                     raise
                 self._grabs_pending -= n
                 got_job = False
-                for kind, data in replies:
-                    if kind == "no_job":
+                for pkt in replies:
+                    if pkt.type == _NO_JOB:
                         self._release_slot()
                         self._callbacks.fire("no_job")
-                    elif kind in ("job_assign_uniq", "job_assign", "job_assign_all"):
+                    else:  # JOB_ASSIGN_UNIQ (the connection checks reply types)
                         got_job = True
                         self._assigned += 1
-                        self._start_job(self._make_job(st, kind, data))
-                    else:  # pragma: no cover - the connection only routes replies here
-                        self._release_slot()
-                        raise NetworkError(f"unexpected {kind} in answer to GRAB", conn.server)
+                        self._start_job(self._make_job(st, pkt.args))
                 if not got_job:
                     self._sleep(st)
         except (NetworkError, ProtocolError) as exc:
@@ -778,14 +776,8 @@ class Worker:
             st.sleeping = False
 
     @staticmethod
-    def _make_job(st: _ConnState, kind: str, data: bytes) -> Job:
-        if kind == "job_assign_uniq":
-            handle, func, unique, payload = data.split(b"\0", 3)
-        elif kind == "job_assign":
-            handle, func, payload = data.split(b"\0", 2)
-            unique = b""
-        else:  # job_assign_all: handle, func, unique, reducer, data
-            handle, func, unique, _reducer, payload = data.split(b"\0", 4)
+    def _make_job(st: _ConnState, args: Tuple[bytes, ...]) -> Job:
+        handle, func, unique, payload = args  # JOB_ASSIGN_UNIQ
         return Job(st.conn, handle, func, unique, payload, st.generation)
 
     # ------------------------------------------------------------------ jobs
@@ -801,7 +793,7 @@ class Worker:
             if ability is None:
                 log.warning("job %r for unregistered function %r: sending WORK_FAIL",
                             job.handle, job.function)
-                if job._send("work_fail"):
+                if self._send_result(job, "work_fail"):
                     self._callbacks.fire("work_fail")
                 return
             self._execute(job, ability)
@@ -813,9 +805,23 @@ class Worker:
             self._run_done += 1
             if not self._active:
                 self._idle.set()
-            self._release_slot()
+            if not job._slot_released:
+                job._slot_released = True
+                self._release_slot()
             if self._max_jobs is not None and self._run_done >= self._max_jobs:
                 self._request_stop(None)
+
+    def _send_result(self, job: Job, name: str, *args: BytesLike, release: bool = True) -> bool:
+        """Send the job's final packet.  With *release*, its slot is freed
+        first and the write corked, so the grab loop's next GRAB (woken by
+        the free slot) leaves in the same write: one syscall and one server
+        wake-up per job instead of two.  The server sees the result before
+        the GRAB, so it never hands this worker more jobs than its slots."""
+        if release and not job._slot_released:
+            job._slot_released = True
+            self._release_slot()
+            return job._send(name, *args, cork=True)
+        return job._send(name, *args)
 
     def _execute(self, job: Job, ability: Ability) -> None:
         timer = None
@@ -844,7 +850,7 @@ class Worker:
         interrupted = job._interrupted
         if isinstance(interrupted, JobTimedOut):
             log.warning("job %r (%r) %s: sending WORK_FAIL", job.handle, job.function, interrupted)
-            if job._send("work_fail"):
+            if self._send_result(job, "work_fail"):
                 self._callbacks.fire("work_fail")
             return
         if interrupted is not None:
@@ -858,16 +864,16 @@ class Worker:
         if error is not None:
             log.error("job %r (%r) raised", job.handle, job.function, exc_info=error)
             text = str(error) or type(error).__name__
-            if job._send("work_exception", text):
+            if self._send_result(job, "work_exception", text):
                 self._callbacks.fire("work_exception")
             return
+        after = ability.after
         if payload is None:
-            if job._send("work_fail"):
+            if self._send_result(job, "work_fail"):
                 self._callbacks.fire("work_fail")
             return
-        if not job._send("work_complete", payload):
+        if not self._send_result(job, "work_complete", payload, release=after is None):
             return
-        after = ability.after
         if after is not None:
             job._interruptible = True  # a forced stop may still cut it short
             try:
