@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Development entry point: installs what is missing, then runs a task.
 #   ./dev.sh demo   - start gearmand, a worker and a client doing real jobs
-#   ./dev.sh test   - run the test suite
+#   ./dev.sh test   - run the test suite (against gearmand, then the embedded server)
 #   ./dev.sh bench  - run the benchmark (see benchmarks/README.rst)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,7 +50,17 @@ case "$task" in
   test)
     install_system
     install_python
-    exec .venv/bin/python -m pytest -q "$@"
+    # Pass 1: the whole suite, integration tests against Debian's gearmand.
+    # Pass 2: the integration tests again, unchanged, against the embedded
+    # server (tests/conftest.py deselects the gearmand_only ones and those
+    # that use no job server).  Both run; both must pass.
+    rc=0
+    echo "== pass 1/2: job server gearmand"
+    .venv/bin/python -m pytest -q --job-server=gearmand "$@" || rc=1
+    echo "== pass 2/2: job server embedded (gearman_gevent.server)"
+    # (exit 5, "no tests ran": arguments that select only server-independent tests)
+    .venv/bin/python -m pytest -q --job-server=embedded "$@" || { code=$?; [ "$code" = 5 ] || rc=1; }
+    exit "$rc"
     ;;
   bench)
     install_system

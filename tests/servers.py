@@ -2,8 +2,11 @@
 
 :class:`Gearmand` runs Debian's C gearmand (``/usr/sbin/gearmand``) on a free
 loopback port; :class:`PerlGearmand` runs the Perl ``Gearman::Server``
-(``/usr/bin/gearmand`` from Debian's ``gearman-server``).  Both are stopped by
-PID, and can be killed and restarted on the same port.
+(``/usr/bin/gearmand`` from Debian's ``gearman-server``); :class:`EmbeddedServer`
+runs this library's own server (``python -m gearman_gevent.server``) with the
+same interface, so the integration tests can run against either (see
+``--job-server`` in conftest.py).  All are separate processes stopped by PID,
+and can be killed and restarted on the same port.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import List, Optional
@@ -170,3 +174,82 @@ class PerlGearmand(Gearmand):
 
     def command(self) -> List[str]:
         return ["perl", self.binary, "--port", str(self.port), "--listen", self.host]
+
+
+class EmbeddedServer(Gearmand):
+    """The embedded server, ``python -m gearman_gevent.server``, as a
+    subprocess (so :meth:`kill` is a real SIGKILL and :meth:`restart` reuses
+    the port).  Its log (stderr) goes to ``self.dir/server.log``.
+
+    ``extra_args`` are gearmand's; the ones with an equivalent are
+    translated (``-q libsqlite3 --libsqlite3-db FILE`` -> ``--queue
+    sqlite:FILE``), any other raises ValueError rather than being ignored.
+    ``threads`` is accepted and ignored (one gevent hub).
+    """
+
+    def command(self) -> List[str]:
+        return [
+            sys.executable, "-m", "gearman_gevent.server",
+            "--listen", self.host, "--port", str(self.port),
+        ] + self.translate_args(self.extra_args)
+
+    #: gearmand option (short, long) -> ours; each takes one value
+    OPTIONS = {
+        "-j": "--job-retries", "--job-retries": "--job-retries",
+        "-w": "--worker-wakeup", "--worker-wakeup": "--worker-wakeup",
+        "--job-handle-prefix": "--job-handle-prefix",
+        "-q": "-q", "--queue-type": "-q", "--libsqlite3-db": "--libsqlite3-db",
+    }
+
+    @classmethod
+    def translate_args(cls, args: List[str]) -> List[str]:
+        """gearmand's command-line arguments -> ``gearman_gevent.server``'s."""
+        out: List[str] = []
+        queue = db = None
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--exceptions":
+                out.append(arg)
+                continue
+            name, eq, value = arg.partition("=")
+            if name not in cls.OPTIONS:
+                raise ValueError(f"EmbeddedServer: no equivalent for gearmand argument {arg!r}")
+            if not eq:
+                if not rest:
+                    raise ValueError(f"gearmand option {name} needs a value")
+                value = rest.pop(0)
+            ours = cls.OPTIONS[name]
+            if ours == "-q":
+                queue = value
+            elif ours == "--libsqlite3-db":
+                db = value
+            else:
+                out += [ours, value]
+        if queue is not None or db is not None:
+            if queue != "libsqlite3" or db is None:
+                raise ValueError(f"EmbeddedServer: only '-q libsqlite3 --libsqlite3-db FILE' has an equivalent, not {args!r}")
+            out += ["--queue", f"sqlite:{db}"]
+        return out
+
+    def start(self) -> "Gearmand":
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        last = None
+        for _ in range(50):  # the port may linger briefly after a kill
+            with open(os.path.join(self.dir, "server.log"), "ab") as log:
+                self.proc = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=log, start_new_session=True,
+                )
+            try:
+                wait_for_port(self.host, self.port, proc=self.proc)
+                return self
+            except RuntimeError as exc:
+                last = exc
+                self._reap()
+                time.sleep(0.1)
+        raise RuntimeError(f"embedded server did not start on {self.address}: {last}")
+
+
+SERVER_CLASSES = {"gearmand": Gearmand, "embedded": EmbeddedServer}

@@ -199,6 +199,7 @@ def test_maxqueue(admin, client, func_name):
         admin.cancel_job(job.handle)
 
 
+@pytest.mark.gearmand_only("admin 'shutdown': gearmand >= 1.1.15 refuses it, the embedded server keeps it")
 def test_shutdown_is_refused_by_gearmand(admin, gearmand):
     with pytest.raises(ServerError) as info:
         admin.shutdown()
@@ -206,6 +207,16 @@ def test_shutdown_is_refused_by_gearmand(admin, gearmand):
     with pytest.raises(ServerError):
         admin.shutdown(graceful=True)
     assert admin.getpid() == gearmand.pid  # still running; reconnected
+
+
+@pytest.mark.embedded_only("admin 'shutdown': the embedded server keeps it, gearmand >= 1.1.15 refuses it")
+@pytest.mark.parametrize("graceful", [False, True])
+def test_shutdown_stops_the_embedded_server(gearmand_factory, graceful):
+    server = gearmand_factory()
+    with Admin(server.address, timeout=5) as a:
+        a.shutdown(graceful=graceful)
+        assert not a.connected
+    assert server.proc.wait(timeout=10) == 0
 
 
 def test_send_command_raw(admin, func_name):

@@ -31,6 +31,11 @@ from servers import free_port
 
 HANDLE = re.compile(rb"^H:[^:\0]+:\d+$")
 
+# This module compares the two servers itself (``target``: embedded, then
+# gearmand), so it runs once, in the default (gearmand) pass.
+pytestmark = pytest.mark.gearmand_only(
+    "compares the embedded server with gearmand itself; runs once, in the default pass")
+
 
 # --------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
