@@ -35,6 +35,9 @@ DRIVERS = os.path.join(HERE, "drivers")
 PEERS_VENV = os.path.join(HERE, ".venv-peers")
 PEER_PACKAGES = ["pygearman", "gear"]
 GEARMAND = shutil.which("gearmand") or "/usr/sbin/gearmand"
+#: Which job server every measurement starts: "gearmand" or "embedded"
+#: (gearman_gevent.server); set by --server.
+SERVER = "gearmand"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FUNC = "bench"
 SIZE = 100
@@ -210,8 +213,13 @@ class Gearmand:
         for _ in range(5):
             self.port = free_port()
             logf = os.path.join(BUILD, "logs", "gearmand.log")
-            self.proc = Proc([GEARMAND, "--listen", "127.0.0.1", "--port", str(self.port), "--threads", "2",
-                              "--log-file", logf], stdout=subprocess.DEVNULL, name="gearmand")
+            if SERVER == "embedded":  # gearman_gevent's own job server
+                cmd = [sys.executable, "-m", "gearman_gevent.server", "--listen", "127.0.0.1",
+                       "--port", str(self.port)]
+            else:
+                cmd = [GEARMAND, "--listen", "127.0.0.1", "--port", str(self.port), "--threads", "2",
+                       "--log-file", logf]
+            self.proc = Proc(cmd, stdout=subprocess.DEVNULL, name="gearmand")
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and self.proc.p.poll() is None:
                 try:
@@ -726,6 +734,9 @@ def summarize_profiles():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", choices=("gearmand", "embedded"), default="gearmand",
+                    help="the job server to measure through (default gearmand; 'embedded' is "
+                         "gearman_gevent.server, to compare the two servers' throughput)")
     ap.add_argument("--quick", action="store_true", help="CI form: small counts, 1 repeat, C and gearman_gevent only")
     ap.add_argument("--scenarios", type=lambda s: [x.strip().upper() for x in s.split(",") if x.strip()],
                     help="comma-separated subset, e.g. S1,S3")
@@ -739,6 +750,8 @@ def main(argv=None) -> int:
                     "(column 'gg --gg-path'), for A/B tests of library changes")
     ap.add_argument("--json", default=os.path.join(BUILD, "results.json"), help="where to write raw results")
     args = ap.parse_args(argv)
+    global SERVER
+    SERVER = args.server
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.timeout = args.timeout or (15.0 if args.quick else 60.0)
 
@@ -770,6 +783,7 @@ def main(argv=None) -> int:
     print()
     m = info["machine"]
     print(f"machine: {m['nproc']} x {m['cpu']}, {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python {m['python']}")
+    print(f"job server: {'gearman_gevent.server (embedded)' if SERVER == 'embedded' else 'gearmand'}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"medians of {args.repeat} run(s); ratio = gearman_gevent / C measured in this run "
           f"(S4: C wall / our wall); S5 cpu cells: client/worker/gearmand µs per job")
