@@ -29,15 +29,12 @@ refused with :class:`~gearman_gevent.exceptions.InvalidArgsError`.
 from __future__ import annotations
 
 import logging
-import socket as _stdlib_socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import gevent
 import gevent.lock
-import gevent.socket
-import gevent.ssl
 
-from .connection import format_server
+from .connection import format_server, open_socket
 from .connection_pool import ServerSpec, parse_server
 from .exceptions import (
     GearmanError,
@@ -188,25 +185,9 @@ class Admin:
     def _connect(self) -> Any:
         if self._sock is not None:
             return self._sock
-        try:
-            sock = gevent.socket.create_connection((self.host, self.port))
-        except OSError as exc:
-            raise NetworkError(f"cannot connect to {self.server}: {exc}", self.server) from exc
-        try:
-            sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                sock = gevent.ssl.SSLSocket(
-                    sock=sock,
-                    server_side=False,
-                    server_hostname=self.host if self.ssl_context.check_hostname else None,
-                    _context=self.ssl_context,
-                )
-        except gevent.ssl.SSLError as exc:
-            sock.close()
-            raise NetworkError(f"TLS handshake with {self.server} failed: {exc}", self.server) from exc
-        except OSError as exc:
-            sock.close()
-            raise NetworkError(f"cannot set up connection to {self.server}: {exc}", self.server) from exc
+        # No connect timeout of its own: every Admin call runs under one
+        # gevent.Timeout covering connect, send and reply.
+        sock = open_socket(self.host, self.port, timeout=None, ssl_context=self.ssl_context)
         self._sock = sock
         log.debug("admin connection to %s open", self.server)
         return sock

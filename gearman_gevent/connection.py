@@ -43,7 +43,7 @@ from .exceptions import (
 )
 from .packet import COMMANDS, DEFAULT_MAX_PACKET_SIZE, NUMS, RES, Decoder, Packet, pack_request
 
-__all__ = ["Connection", "Reply", "format_server"]
+__all__ = ["Connection", "Reply", "format_server", "open_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,46 @@ def _set_keepalive(sock: Any) -> None:
                 sock.setsockopt(_stdlib_socket.IPPROTO_TCP, opt, value)
             except OSError:  # pragma: no cover - platform specific
                 pass
+
+
+def open_socket(
+    host: str, port: int, *, timeout: Optional[float], ssl_context: Any = None, keepalive: bool = False
+) -> Any:
+    """A connected gevent socket to ``host:port`` with TCP_NODELAY (and TCP
+    keepalive if asked), TLS-wrapped with *ssl_context* if given, in blocking
+    mode.  *timeout* bounds the connect and the TLS handshake.
+
+    Raises :class:`NetworkError` naming the server on any failure.
+    """
+    server = format_server(host, port)
+    try:
+        sock = gevent.socket.create_connection((host, port), timeout=timeout)
+    except _stdlib_socket.timeout:
+        raise NetworkError(f"connecting to {server} timed out after {timeout}s", server) from None
+    except OSError as exc:
+        raise NetworkError(f"cannot connect to {server}: {exc}", server) from exc
+    try:
+        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+        if keepalive:
+            _set_keepalive(sock)
+        if ssl_context is not None:
+            sock = gevent.ssl.SSLSocket(
+                sock=sock,
+                server_side=False,
+                server_hostname=host if ssl_context.check_hostname else None,
+                _context=ssl_context,
+            )
+        sock.settimeout(None)
+    except gevent.ssl.SSLError as exc:
+        sock.close()
+        raise NetworkError(f"TLS handshake with {server} failed: {exc}", server) from exc
+    except _stdlib_socket.timeout:
+        sock.close()
+        raise NetworkError(f"TLS handshake with {server} timed out after {timeout}s", server) from None
+    except OSError as exc:
+        sock.close()
+        raise NetworkError(f"cannot set up connection to {server}: {exc}", server) from exc
+    return sock
 
 
 class Connection:
@@ -222,38 +262,8 @@ class Connection:
             log.debug("connected to %s (generation %d)", self.server, self.generation)
 
     def _open_socket(self) -> Any:
-        timeout = self.connect_timeout
-        try:
-            sock = gevent.socket.create_connection((self.host, self.port), timeout=timeout)
-        except _stdlib_socket.timeout:
-            raise NetworkError(
-                f"connecting to {self.server} timed out after {timeout}s", self.server
-            ) from None
-        except OSError as exc:
-            raise NetworkError(f"cannot connect to {self.server}: {exc}", self.server) from exc
-        try:
-            sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
-            _set_keepalive(sock)
-            if self.ssl_context is not None:
-                sock = gevent.ssl.SSLSocket(
-                    sock=sock,
-                    server_side=False,
-                    server_hostname=self.host if self.ssl_context.check_hostname else None,
-                    _context=self.ssl_context,
-                )
-            sock.settimeout(None)
-        except gevent.ssl.SSLError as exc:
-            sock.close()
-            raise NetworkError(f"TLS handshake with {self.server} failed: {exc}", self.server) from exc
-        except _stdlib_socket.timeout:
-            sock.close()
-            raise NetworkError(
-                f"TLS handshake with {self.server} timed out after {timeout}s", self.server
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise NetworkError(f"cannot set up connection to {self.server}: {exc}", self.server) from exc
-        return sock
+        return open_socket(self.host, self.port, timeout=self.connect_timeout,
+                           ssl_context=self.ssl_context, keepalive=True)
 
     def close(self) -> None:
         """Close the socket; waiters and bound tasks fail with NetworkError.

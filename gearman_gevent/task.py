@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 from gevent.event import Event
 

@@ -104,3 +104,24 @@ def gearmand_factory(server_class):
 def func_name(request):
     base = request.node.name.split("[")[0][:30]
     return f"{base}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def fake():
+    """``fake(script)`` starts a FakeServer (tests/fakeserver.py); all are
+    stopped after the test and any assertion raised inside a script is
+    re-raised."""
+    from fakeserver import FakeServer
+
+    started = []
+
+    def start(script):
+        server = FakeServer(script).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for server in started:
+        server.check()

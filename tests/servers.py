@@ -24,6 +24,22 @@ GEARMAND = os.environ.get("GEARMAND", "/usr/sbin/gearmand")
 PERL_GEARMAND = "/usr/bin/gearmand"
 
 
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
+    """Poll state that has no event to wait on (gearmand's admin output, a
+    fake server's request log) until *predicate* returns something true;
+    return it, or raise AssertionError after *timeout* seconds."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s (last: {value!r})")
+        gevent.sleep(interval)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

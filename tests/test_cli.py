@@ -23,7 +23,7 @@ from gearman_gevent.__main__ import main
 from gearman_gevent.admin import Admin
 from gearman_gevent.exceptions import JobFailed
 from rawworker import RawWorker
-from servers import free_port
+from servers import free_port, wait_until
 
 PYTHON = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,17 +37,6 @@ def run_cli(*args, input=None, env=None, timeout=30, **kw):
         [PYTHON, "-m", "gearman_gevent", *args], input=input, capture_output=True,
         timeout=timeout, env=full_env, cwd=ROOT, **kw,
     )
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
 
 
 def workers_of(address, func):

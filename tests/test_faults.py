@@ -29,31 +29,13 @@ from gearman_gevent.exceptions import (
 from gearman_gevent.packet import pack_response
 from gearman_gevent.task import Task
 
-from fakeserver import FakeServer, echo_script, never_answer, wait_for
+from fakeserver import echo_script, never_answer, wait_for
 from rawworker import RawWorker
 from servers import free_port
 
 
 
 # ------------------------------------------------------------------ helpers
-@pytest.fixture
-def fake():
-    """``fake(script)`` starts a FakeServer; all are stopped after the test
-    and any assertion raised inside a script is re-raised."""
-    started = []
-
-    def start(script):
-        server = FakeServer(script).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-    for server in started:
-        server.check()
-
-
 @pytest.fixture
 def clients():
     made = []

@@ -1,12 +1,10 @@
 """Reliability: nothing acknowledged is lost, failover across servers."""
 from __future__ import annotations
 
-import os
 import time
 
 import gevent
 import gevent.pool
-import pytest
 from gevent.event import Event
 
 import gearman_gevent as gg

@@ -1,10 +1,8 @@
 """TLS through stunnel4 in front of a real gearmand."""
 from __future__ import annotations
 
-import ssl
 import time
 
-import gevent
 import pytest
 
 import gearman_gevent as gg

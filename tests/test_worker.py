@@ -27,21 +27,10 @@ from gearman_gevent import (
     Worker,
 )
 from gearman_gevent.worker import JobStopped, JobTimedOut
+from servers import wait_until
 
 
 # ----------------------------------------------------------------- helpers
-def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
-    """Poll gearmand-side state (which has no event) until *predicate* holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s (last: {value!r})")
-        gevent.sleep(interval)
-
-
 def run(worker, connections=1, **kw):
     """Start *worker* and wait until *connections* connections registered."""
     registered = Event()
@@ -339,7 +328,7 @@ def test_graceful_stop_finishes_running_jobs_and_leaves_queue(workers, gearmand,
         assert t.wait(1) and t.successful
     assert sorted(t.result for t in fg) == [b"fg0-done", b"fg1-done"]
     assert sorted(started) == [b"fg0", b"fg1"]  # nothing grabbed after stop()
-    assert wait_for(lambda: status(gearmand, func_name) == (3, 0, 0), what="3 queued, no worker")
+    assert wait_until(lambda: status(gearmand, func_name) == (3, 0, 0), what="3 queued, no worker")
 
 
 def test_stop_timeout_interrupts_jobs_and_gearmand_requeues(workers, gearmand, client, func_name):
@@ -365,7 +354,7 @@ def test_stop_timeout_interrupts_jobs_and_gearmand_requeues(workers, gearmand, c
     assert 0.25 < time.monotonic() - t0 < 2.0
     assert len(interrupted) == 1
     # no result was sent: gearmand put the job back in the queue
-    assert wait_for(lambda: status(gearmand, func_name) == (1, 0, 0), what="job requeued")
+    assert wait_until(lambda: status(gearmand, func_name) == (1, 0, 0), what="job requeued")
 
 
 def test_stop_from_inside_a_job(workers, client, func_name):
@@ -436,7 +425,7 @@ def test_second_signal_stops_at_once(workers, gearmand, client, func_name):
         assert len(stopped_by) == 1
     finally:
         uninstall()
-    assert wait_for(lambda: status(gearmand, func_name) == (1, 0, 0), what="job requeued")
+    assert wait_until(lambda: status(gearmand, func_name) == (1, 0, 0), what="job requeued")
 
 
 def test_max_jobs(gearmand, client, func_name):
@@ -448,7 +437,7 @@ def test_max_jobs(gearmand, client, func_name):
     glet.join(10)
     assert glet.dead and glet.successful()
     assert len(handled) == 3
-    assert wait_for(lambda: status(gearmand, func_name) == (2, 0, 0), what="2 left queued")
+    assert wait_until(lambda: status(gearmand, func_name) == (2, 0, 0), what="2 left queued")
 
 
 def test_work_and_start_refuse_to_run_twice_but_restart_after_stop(workers, client, func_name):
@@ -787,7 +776,7 @@ def test_reconnects_after_gearmand_restart(workers, gearmand_factory, func_name,
         assert "phoenix" in server.admin("workers")
         with caplog.at_level(logging.WARNING, logger="gearman_gevent"):
             gate.set()  # the old job finishes: its result must be dropped
-            assert wait_for(lambda: w.running_jobs == 0, what="old job ended")
+            assert wait_until(lambda: w.running_jobs == 0, what="old job ended")
         assert any("dropping WORK_COMPLETE" in r.getMessage() for r in caplog.records)
         # (a fresh client: the old one's pool may still be in reconnect backoff)
         with Client(server.address) as c2:

@@ -27,7 +27,8 @@ from gevent.event import Event
 from gearman_gevent import Client, InvalidArgsError, JobFailed, Task, Worker
 from gearman_gevent.packet import pack_response
 
-from fakeserver import FakeServer, FakeConn
+from fakeserver import FakeConn
+from servers import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,37 +50,6 @@ def open_sockets():
         if target.startswith("socket:"):
             fds.add((name, target))
     return fds
-
-
-def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
-    """Poll state that has no event (gearmand's admin output, the fake
-    server's request log) until *predicate* holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s (last: {value!r})")
-        gevent.sleep(interval)
-
-
-@pytest.fixture
-def fake():
-    """``fake(script)`` starts a FakeServer; all are stopped after the test
-    and any assertion raised inside a script is re-raised."""
-    started = []
-
-    def start(script):
-        server = FakeServer(script).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-    for server in started:
-        server.check()
 
 
 @pytest.fixture
