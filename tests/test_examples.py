@@ -141,3 +141,13 @@ def test_demo_main_job():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "500 correct results" in proc.stdout
     assert proc.stdout.rstrip().endswith("demo OK")
+
+
+def test_demo_without_gearmand_uses_the_embedded_server():
+    env = dict(os.environ, GEARMAND="/nonexistent/gearmand")
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "demo.py"), "--jobs", "300"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("1. embedded gearman_gevent server listening on 127.0.0.1:")
+    assert "300 correct results" in proc.stdout
+    assert proc.stdout.rstrip().endswith("demo OK")
