@@ -109,10 +109,12 @@ class Reply(Tuple[str, bytes]):
 
     @property
     def type_name(self) -> str:
+        """The reply's gearman-ruby type name (``"echo_res"``...)."""
         return self[0]
 
     @property
     def data(self) -> bytes:
+        """The reply's body: its arguments joined by NUL bytes."""
         return self[1]
 
 

@@ -118,6 +118,7 @@ class Backoff:
         self.maximum = max(maximum, 0.0)
 
     def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number *attempt* (0-based)."""
         base = min(self.maximum, self.initial * (2 ** min(attempt, 30)))
         return base * random.uniform(0.5, 1.0)
 
@@ -337,4 +338,5 @@ class ConnectionPool:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed

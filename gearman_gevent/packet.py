@@ -450,6 +450,7 @@ class AdminReplyParser:
         self.rest = b""
 
     def feed(self, data: bytes) -> Optional[List[str]]:
+        """Add *data*; the reply's lines once it is complete, else None."""
         self._buf += data
         while True:
             nl = self._buf.find(b"\n")

@@ -94,8 +94,11 @@ class TaskSet:
 
     @property
     def successful(self) -> List[Task]:
+        """The tasks that finished successfully, in the order added."""
         return [t for t in self.tasks if t.successful]
 
     @property
     def failed(self) -> List[Task]:
+        """The tasks that failed (WORK_FAIL, exception, lost connection or
+        not submitted), in the order added."""
         return [t for t in self.tasks if t.failed]

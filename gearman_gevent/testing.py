@@ -55,9 +55,11 @@ class GearmandProcess:
 
     @property
     def address(self) -> str:
+        """``"127.0.0.1:PORT"``."""
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "GearmandProcess":
+        """Start gearmand and return once it accepts connections."""
         self.proc = subprocess.Popen(
             [self.binary, "--listen", "127.0.0.1", "--port", str(self.port),
              "--log-file", os.path.join(self.dir, "gearmand.log"), "--verbose", "WARNING"]
@@ -79,6 +81,7 @@ class GearmandProcess:
                 time.sleep(0.02)
 
     def stop(self) -> None:
+        """SIGTERM it by PID (SIGKILL after 5 s) and remove its files."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
