@@ -103,10 +103,7 @@ class Gearmand:
             return self
         last = None
         for _ in range(50):  # the port may linger briefly after a kill
-            self.proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
-            )
+            self.proc = self._spawn()
             try:
                 wait_for_port(self.host, self.port, proc=self.proc)
                 return self
@@ -114,7 +111,13 @@ class Gearmand:
                 last = exc
                 self._reap()
                 time.sleep(0.1)
-        raise RuntimeError(f"gearmand did not start on {self.address}: {last}")
+        raise RuntimeError(f"{self.binary} did not start on {self.address}: {last}")
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
 
     def _reap(self) -> None:
         if self.proc is None:
@@ -248,24 +251,12 @@ class EmbeddedServer(Gearmand):
             out += ["--queue", f"sqlite:{db}"]
         return out
 
-    def start(self) -> "Gearmand":
-        if self.proc is not None and self.proc.poll() is None:
-            return self
-        last = None
-        for _ in range(50):  # the port may linger briefly after a kill
-            with open(os.path.join(self.dir, "server.log"), "ab") as log:
-                self.proc = subprocess.Popen(
-                    self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=log, start_new_session=True,
-                )
-            try:
-                wait_for_port(self.host, self.port, proc=self.proc)
-                return self
-            except RuntimeError as exc:
-                last = exc
-                self._reap()
-                time.sleep(0.1)
-        raise RuntimeError(f"embedded server did not start on {self.address}: {last}")
+    def _spawn(self) -> subprocess.Popen:
+        with open(os.path.join(self.dir, "server.log"), "ab") as log:  # its stderr, for post-mortems
+            return subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=log, start_new_session=True,
+            )
 
 
 SERVER_CLASSES = {"gearmand": Gearmand, "embedded": EmbeddedServer}
