@@ -76,6 +76,8 @@ from typing import Dict, List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 GEARMAND = os.environ.get("GEARMAND") or shutil.which("gearmand") or "/usr/sbin/gearmand"
+#: "gearmand" or "embedded" (gearman_gevent.server); set by --server.
+SERVER = "gearmand"
 BG_FUNC = "soak-bg"
 FG_FUNC = "soak-fg"
 
@@ -251,11 +253,15 @@ class Server:
 
     def start(self) -> None:
         for _ in range(100):  # the port may linger briefly after a kill
+            if SERVER == "embedded":  # gearman_gevent.server with its sqlite queue
+                cmd = [sys.executable, "-m", "gearman_gevent.server", "--listen", "127.0.0.1",
+                       "--port", str(self.port), "--queue", f"sqlite:{self.db}"]
+            else:
+                cmd = [GEARMAND, "--listen", "127.0.0.1", "--port", str(self.port), "--threads", "2",
+                       "-q", "libsqlite3", "--libsqlite3-db", self.db,
+                       "--log-file", self.log, "--verbose", "ERROR"]
             self.proc = subprocess.Popen(
-                [GEARMAND, "--listen", "127.0.0.1", "--port", str(self.port), "--threads", "2",
-                 "-q", "libsqlite3", "--libsqlite3-db", self.db,
-                 "--log-file", self.log, "--verbose", "ERROR"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -525,6 +531,8 @@ def orchestrate(args: argparse.Namespace) -> int:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", choices=["gearmand", "embedded"], default="gearmand",
+                   help="the job server to soak (default gearmand; 'embedded' is gearman_gevent.server)")
     p.add_argument("--quick", action="store_true", help="CI form: ~30 s in all")
     p.add_argument("--duration", type=float, default=180.0, help="seconds of submitting")
     p.add_argument("--rate", type=float, default=600.0, help="jobs/s over all clients")
@@ -572,6 +580,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         child = cp.parse_args(argv)
         return worker_main(child) if child.role == "worker" else client_main(child)
     args = parse_args(argv)
+    global SERVER
+    SERVER = args.server
     if args.quick:
         args.duration = min(args.duration, 18.0)
         args.rate = min(args.rate, 500.0)
@@ -583,7 +593,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.seed = random.randrange(1 << 30)
     if args.jobs is None:
         args.jobs = int(args.duration * args.rate) + args.clients
-    print(f"seed {args.seed}", flush=True)
+    print(f"seed {args.seed}; job servers: {SERVER}", flush=True)
     return orchestrate(args)
 
 

@@ -13,12 +13,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOAK = os.path.join(ROOT, "benchmarks", "soak.py")
 
 
-def test_soak_quick_loses_nothing():
-    proc = subprocess.run([sys.executable, SOAK, "--quick", "--json"], cwd=ROOT,
+@pytest.mark.parametrize("server", ["gearmand", "embedded"])
+def test_soak_quick_loses_nothing(server):
+    proc = subprocess.run([sys.executable, SOAK, "--quick", "--json", "--server", server], cwd=ROOT,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
     print(proc.stdout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
