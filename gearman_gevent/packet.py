@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from urllib.parse import unquote_plus
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .exceptions import InvalidArgsError, ProtocolError, ServerError
 
@@ -568,14 +568,3 @@ def parse_show_unique_jobs(lines: Sequence[str]) -> List[str]:
     """Parse the ``show unique jobs`` reply into a list of uniques."""
     _check_list(lines)
     return [line for line in lines if line]
-
-
-def iter_packets(chunks: Iterable[bytes], magic: bytes = RES) -> List[Union[Packet, TextCommand, WrongMagic]]:
-    """Decode every packet in *chunks* (a convenience for tests and tools)."""
-    decoder = Decoder(magic)
-    out: List[Union[Packet, TextCommand, WrongMagic]] = []
-    for chunk in chunks:
-        out.extend(decoder.feed(chunk))
-    if decoder.buffered:
-        raise ProtocolError(f"{decoder.buffered} bytes left over after the last packet")
-    return out

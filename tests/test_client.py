@@ -594,6 +594,8 @@ def test_connection_send_request_and_errors(gearmand):
         reply = conn.send_request(pack_request("echo_req", b"abc"), timeout=5)
         assert reply == ("echo_res", b"abc")
         assert reply.type_name == "echo_res" and reply.data == b"abc"
+        replies = conn.send_requests([pack_request("echo_req", b"1"), pack_request("echo_req", b"2\0x")], timeout=5)
+        assert replies == [("echo_res", b"1"), ("echo_res", b"2\0x")]
         with pytest.raises(ServerError) as info:
             conn.send_request(pack_request("option_req", b"nope"), timeout=5)
         assert info.value.code == "UNKNOWN_OPTION"
