@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import gevent
 import gevent.lock
 
+from ._validate import check_seconds
 from .connection import format_server, open_socket
 from .connection_pool import ServerSpec, parse_server
 from .exceptions import (
@@ -156,7 +157,7 @@ class Admin:
                 raise InvalidArgsError("Admin talks to exactly one server")
             server = server[0]
         host, port = parse_server("localhost" if server is None else server)
-        _check_timeout(timeout)
+        check_seconds(timeout)
         self.host = host
         self.port = port
         #: ``host:port`` of the server.
@@ -273,7 +274,7 @@ class Admin:
                 or words[0] in ADMIN_LIST_COMMANDS
             )
         limit = self.timeout if isinstance(timeout, _Default) else timeout
-        _check_timeout(limit)
+        check_seconds(limit)
         timer = gevent.Timeout(limit)
         timer.start()
         try:
@@ -428,12 +429,3 @@ class Admin:
             log.debug("%s went away on shutdown: %s", self.server, exc)
         finally:
             self._drop()
-
-
-def _check_timeout(timeout: Optional[float]) -> None:
-    if timeout is None:
-        return
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        raise InvalidArgsError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    if timeout < 0:
-        raise InvalidArgsError("timeout must not be negative")

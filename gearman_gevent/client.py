@@ -23,6 +23,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import gevent
 
+from ._validate import check_seconds
 from .connection import Connection, _server_error
 from .connection_pool import ConnectionPool, Servers
 from .exceptions import (
@@ -54,14 +55,6 @@ __all__ = ["Client"]
 log = logging.getLogger(__name__)
 
 _JOB_CREATED = NUMS["job_created"]
-
-
-def _check_timeout(timeout: Optional[float]) -> None:
-    if timeout is not None:
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-            raise InvalidArgsError(f"timeout must be a number or None, not {type(timeout).__name__}")
-        if timeout < 0:
-            raise InvalidArgsError("timeout must not be negative")
 
 
 class _Deadline:
@@ -117,8 +110,8 @@ class Client:
         reconnect_delay: float = 10.0,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
-        _check_timeout(connect_timeout)
-        _check_timeout(task_create_timeout)
+        check_seconds(connect_timeout, "connect_timeout")
+        check_seconds(task_create_timeout, "task_create_timeout")
         self.connect_timeout = connect_timeout
         self.task_create_timeout = task_create_timeout
         self.pool = ConnectionPool(
@@ -192,7 +185,7 @@ class Client:
         """Submit *task*; like :meth:`submit`."""
         if not isinstance(task, Task):
             raise InvalidArgsError(f"submit_task needs a Task, not {type(task).__name__}")
-        _check_timeout(timeout)
+        check_seconds(timeout)
         task._rearm()
         task._client = self
         self._submit(task, self.task_create_timeout if timeout is None else timeout)
@@ -252,7 +245,7 @@ class Client:
         return tasks
 
     def _submit_batch(self, tasks: List[Task], timeout: Optional[float]) -> List[Optional[GearmanError]]:
-        _check_timeout(timeout)
+        check_seconds(timeout)
         if timeout is None:
             timeout = self.task_create_timeout
         deadline = _Deadline(timeout)
@@ -314,7 +307,7 @@ class Client:
                 self._submit(task, self.task_create_timeout)
             except GearmanError as exc:
                 log.warning("resubmitting %r failed: %s", task, exc)
-                task._fail_resubmit(exc)
+                task._fail(exc)
 
         gevent.spawn(run)
 
@@ -354,7 +347,7 @@ class Client:
         return task.result if task.successful else None
 
     def _run(self, task: Task, timeout: Optional[float]) -> None:
-        _check_timeout(timeout)
+        check_seconds(timeout)
         deadline = _Deadline(timeout)
         create = self.task_create_timeout
         remaining = deadline.remaining()
@@ -383,7 +376,7 @@ class Client:
         For a Task the server that created it is asked; for a bare handle
         every server is asked until one knows it.
         """
-        _check_timeout(timeout)
+        check_seconds(timeout)
         conns: List[Connection]
         if isinstance(handle, Task):
             if handle.handle is None or handle.connection is None:
@@ -411,7 +404,7 @@ class Client:
         """GET_STATUS_UNIQUE (gearmand >= 1.1): the status of the job with
         this unique, including how many clients wait for it.  The server the
         unique maps to is asked first, then the others."""
-        _check_timeout(timeout)
+        check_seconds(timeout)
         raw = to_bytes(unique, "unique")
         if not raw or b"\0" in raw or len(raw) > MAX_UNIQUE_LENGTH:
             raise InvalidArgsError(f"bad unique {raw!r}")
@@ -427,7 +420,7 @@ class Client:
 
     def echo(self, data: BytesLike = b"ping", timeout: Optional[float] = None) -> bytes:
         """ECHO_REQ to one server (round robin); returns the echoed bytes."""
-        _check_timeout(timeout)
+        check_seconds(timeout)
         conn = self.pool.get_connection()
         return conn.echo(to_bytes(data, "data"), timeout)
 

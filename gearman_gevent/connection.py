@@ -371,7 +371,7 @@ class Connection:
         for bound in tasks.values():
             for task in bound:
                 try:
-                    task._lost(exc)
+                    task._fail(exc)
                 except Exception:  # pragma: no cover
                     log.exception("failing %r failed", task)
         log.info("disconnected from %s: %s", self.server, exc)

@@ -314,16 +314,11 @@ class Task:
             self._finish()
             self._fire("exception", self.exception)
 
-    def _lost(self, exc: BaseException) -> None:
-        """The connection carrying this created task died."""
+    def _fail(self, exc: BaseException) -> None:
+        """End the task as failed without a server verdict: its connection
+        died after JOB_CREATED, or it could not be (re)submitted."""
         if self._done.is_set():
             return
-        self.error = exc
-        self.failed = True
-        self._finish()
-        self._fire("fail")
-
-    def _fail_resubmit(self, exc: BaseException) -> None:
         self.error = exc
         self.failed = True
         self._finish()

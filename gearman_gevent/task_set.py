@@ -54,7 +54,7 @@ class TaskSet:
         try:
             self.client.submit_task(task, timeout)
         except GearmanError as exc:
-            task._fail_resubmit(exc)
+            task._fail(exc)
             return False
         return True
 
@@ -70,7 +70,7 @@ class TaskSet:
             if err is None:
                 created += 1
             else:
-                task._fail_resubmit(err)
+                task._fail(err)
         return created
 
     def wait(self, timeout: Optional[float] = 1.0) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
+from .._validate import check_seconds
 from ..exceptions import InvalidArgsError
 from ..packet import pack_request
 
@@ -44,16 +45,6 @@ _MIN_SERVER_TIMEOUT_MS = 1000
 #: gearmand parses the value with strtol into an int and drops the connection
 #: for values it cannot handle: stay well inside 32 bits.
 _MAX_SERVER_TIMEOUT_MS = 2**31 - 1
-
-
-def _seconds(value: Any, what: str) -> Optional[float]:
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise InvalidArgsError(f"{what} must be a number of seconds or None, not {value!r}")
-    if value < 0:
-        raise InvalidArgsError(f"{what} must not be negative")
-    return float(value)
 
 
 class Ability:
@@ -78,8 +69,8 @@ class Ability:
     ) -> None:
         if not callable(fn):
             raise InvalidArgsError(f"ability for {name!r} must be callable, not {type(fn).__name__}")
-        timeout = _seconds(timeout, "timeout") or None
-        server_timeout = _seconds(server_timeout, "server_timeout")
+        timeout = check_seconds(timeout, "timeout") or None
+        server_timeout = check_seconds(server_timeout, "server_timeout")
         if server_timeout is None and timeout is not None:
             server_timeout = timeout + DEFAULT_SERVER_TIMEOUT_MARGIN
         self.name = name

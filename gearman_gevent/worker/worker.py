@@ -37,7 +37,6 @@ How it works
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal as _signal
 import socket
@@ -52,6 +51,7 @@ import gevent.queue
 from gevent.event import Event
 
 from ..connection import Connection
+from .._validate import check_seconds
 from ..connection_pool import ConnectionPool, Servers, parse_servers
 from ..exceptions import (
     InvalidArgsError,
@@ -84,16 +84,6 @@ _NOOP = NUMS["noop"]
 _ERROR = NUMS["error"]
 
 Callback = Callable[[], Any]
-
-
-def _check_seconds(value: Any, what: str, allow_none: bool = True) -> Optional[float]:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise InvalidArgsError(f"{what} must be a number of seconds, not {value!r}")
-    if value < 0:
-        raise InvalidArgsError(f"{what} must not be negative")
-    return float(value)
 
 
 def _default_client_id() -> str:
@@ -175,11 +165,11 @@ class Worker:
         self.grabs_in_flight = grabs_in_flight
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise InvalidArgsError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        self.network_timeout = _check_seconds(network_timeout, "network_timeout")
-        delay = _check_seconds(reconnect_delay, "reconnect_delay", False)
+        self.network_timeout = check_seconds(network_timeout, "network_timeout")
+        delay = check_seconds(reconnect_delay, "reconnect_delay", False)
         assert delay is not None
         self.reconnect_delay: float = delay
-        wakeup = _check_seconds(wakeup_interval, "wakeup_interval", False)
+        wakeup = check_seconds(wakeup_interval, "wakeup_interval", False)
         if not wakeup:
             raise InvalidArgsError("wakeup_interval must be positive")
         self.wakeup_interval: float = wakeup
@@ -455,7 +445,7 @@ class Worker:
         stop and returns at once.  Calling it again with a shorter timeout
         shortens the wait.  Does nothing if the worker is not running.
         """
-        timeout = _check_seconds(timeout, "timeout")
+        timeout = check_seconds(timeout, "timeout")
         if not self._running:
             return
         self._request_stop(timeout)
