@@ -15,7 +15,11 @@ Data flows one way through a Connection:
 * Everything else (NOOP, ``ERROR JOB_NOT_FOUND``, which answers a late result
   rather than a request) goes to :attr:`Connection.on_packet`.
 
-One reader greenlet per socket decodes and dispatches.  When the socket dies,
+One reader greenlet per socket decodes and dispatches.  Writes made from the
+reader itself or from the hub (a reply waiter that sends the next request, a
+timer) never block it: they are tried without waiting, and whatever the
+socket does not take at once is finished by a short-lived greenlet.  When the
+socket dies,
 every FIFO waiter and every task bound to it ends at once with a
 :class:`~gearman_gevent.exceptions.NetworkError`.  A Connection can be
 connected again afterwards; :attr:`generation` counts the sockets it had.
@@ -216,6 +220,8 @@ class Connection:
         self._tasks: Dict[bytes, list] = {}
         self._wbuf: List[bytes] = []
         self._writing = False
+        self._corked = 0
+        self._plain = False
         self._connect_lock = gevent.lock.Semaphore()
         self._hub = gevent.get_hub()
         self.last_error: Optional[BaseException] = None
@@ -259,6 +265,10 @@ class Connection:
             self._tasks = {}
             self._wbuf = []
             self._writing = False
+            self._corked = 0
+            # A plain gevent socket (not TLS) allows the fast paths below.
+            self._plain = type(sock) is gevent.socket.socket and all(
+                hasattr(sock, a) for a in ("_sock", "_wait", "_read_event"))
             decoder = Decoder(RES, self.max_packet_size)
             self._reader = gevent.spawn(self._read_loop, sock, decoder)
             log.debug("connected to %s (generation %d)", self.server, self.generation)
@@ -289,15 +299,43 @@ class Connection:
         # page faults per packet on a busy connection).
         buf = bytearray(_RECV_SIZE)
         view = memoryview(buf)
+        size = len(buf)
         try:
-            recv_into = sock.recv_into
-            while True:
-                n = recv_into(buf)
-                if not n:
-                    exc = NetworkError(f"{self.server} closed the connection", self.server)
-                    break
-                for pkt in decoder.feed(view[:n]):
-                    dispatch(pkt)  # type: ignore[arg-type]  # no text lines: allow_text is off
+            if self._plain:
+                # A read that did not fill the buffer almost always emptied
+                # the socket: wait for readability before the next recv
+                # instead of trying first (a recv that fails with EAGAIN costs
+                # a syscall and an exception per packet on a sequential
+                # connection).  gevent's own recv_into does the same waits.
+                raw_recv_into = sock._sock.recv_into
+                wait = sock._wait
+                read_event = sock._read_event
+                while True:
+                    try:
+                        n = raw_recv_into(buf)
+                    except BlockingIOError:
+                        wait(read_event)
+                        continue
+                    if not n:
+                        exc = NetworkError(f"{self.server} closed the connection", self.server)
+                        break
+                    for pkt in decoder.feed(view[:n]):
+                        dispatch(pkt)  # type: ignore[arg-type]  # no text lines: allow_text is off
+                    if sock is not self._sock:
+                        return  # closed by a waiter or callback; already torn down
+                    if n < size:
+                        wait(read_event)
+            else:
+                recv_into = sock.recv_into
+                while True:
+                    n = recv_into(buf)
+                    if not n:
+                        exc = NetworkError(f"{self.server} closed the connection", self.server)
+                        break
+                    for pkt in decoder.feed(view[:n]):
+                        dispatch(pkt)  # type: ignore[arg-type]
+                    if sock is not self._sock:
+                        return
         except gevent.GreenletExit:
             exc = NetworkError(f"connection to {self.server} closed", self.server)
         except ProtocolError as e:
@@ -385,16 +423,24 @@ class Connection:
     def _write(self, data: bytes, cork: Optional[bool] = None) -> None:
         """Queue *data* (whole packets) and write it.
 
-        If another greenlet is writing, the data is sent with its next write
-        and this returns at once; otherwise this greenlet writes everything
+        If another greenlet is writing, or the connection is corked
+        (:meth:`cork`), the data is sent with that write and this returns at
+        once.  Called from the reader or the hub, it never blocks (see
+        :meth:`_flush_nowait`).  Otherwise this greenlet writes everything
         queued until the queue is empty.
         """
         sock = self._sock
         if sock is None:
             raise NetworkError(f"not connected to {self.server}", self.server)
-        wbuf = self._wbuf
-        wbuf.append(data)
-        if self._writing:
+        self._wbuf.append(data)
+        if self._writing or self._corked:
+            return
+        self._start_flush(sock, cork)
+
+    def _start_flush(self, sock: Any, cork: Optional[bool]) -> None:
+        current = gevent.getcurrent()
+        if current is self._reader or current is self._hub:
+            self._flush_nowait(sock)
             return
         self._writing = True
         # With other requests in flight, other greenlets are likely about to
@@ -403,7 +449,54 @@ class Connection:
         # one wake-up of the server.  A lone sequential caller is not delayed.
         if cork is None:
             cork = len(self._fifo) + len(self._tasks) > 1
-        self._flush(sock, wbuf, b"", cork and gevent.getcurrent() is not self._hub)
+        self._flush(sock, self._wbuf, b"", cork)
+
+    def _flush_nowait(self, sock: Any) -> None:
+        """Write what is queued without ever waiting (for the reader and the
+        hub, which must not block on a full socket buffer).  What the socket
+        does not take at once is written by a new greenlet."""
+        wbuf = self._wbuf
+        data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+        wbuf.clear()
+        if self._plain:
+            try:
+                sent = sock.send(data, 0, 0.0)  # gevent: timeout 0 -> EAGAIN raises
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                err = NetworkError(f"writing to {self.server} failed: {exc}", self.server)
+                reader = self._reader
+                self._lost(sock, err)
+                if reader is not None and reader is not gevent.getcurrent():
+                    reader.kill(block=False)
+                raise err from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._writing = True
+        gevent.spawn(self._finish_flush, sock, wbuf, data)
+
+    def cork(self) -> int:
+        """Hold back writes until :meth:`uncork`: packets queued meanwhile,
+        by any greenlet, leave in one write.  Returns a token for
+        :meth:`uncork`.  Corks nest."""
+        self._corked += 1
+        return self.generation
+
+    def uncork(self, token: int) -> None:
+        """Release a :meth:`cork` and write what was held back (in this
+        greenlet, or without blocking in the reader or the hub).
+
+        Raises :class:`NetworkError` if that write fails.  A token of an
+        earlier socket is ignored (the connection was lost meanwhile and
+        what was held back with it).
+        """
+        sock = self._sock
+        if sock is None or token != self.generation:
+            return
+        self._corked -= 1
+        if not self._corked and self._wbuf and not self._writing:
+            self._start_flush(sock, False)
 
     def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes, cork: bool = False) -> None:
         """Write *pending*, then everything queued, with ``send`` so progress
@@ -451,8 +544,8 @@ class Connection:
         that expects no reply.  Raises :class:`NetworkError` if not connected.
 
         With *cork*, greenlets made runnable just before this call get to
-        queue their packets first, so they share this write (the worker sends
-        a job's result this way, so the next GRAB rides along).
+        queue their packets first, so they share this write.  (To send
+        several packets from one greenlet in one write, see :meth:`cork`.)
         """
         self._write(packet, cork)
 

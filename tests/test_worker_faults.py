@@ -238,21 +238,24 @@ def test_add_ability_returns_within_network_timeout_next_to_a_silent_server(
 def unsolicited_errors(conn):
     """Register, answer the first GRAB with NO_JOB, and while the worker
     sleeps send ERROR JOB_NOT_FOUND and an ERROR of another kind; then wake
-    it with NOOP and hand out one job."""
+    it with NOOP and hand out one job.  (The worker sends each GRAB with a
+    PRE_SLEEP after it: it sleeps once the GRAB is answered.)"""
     _register(conn)
     if conn.index > 0:  # only the first connection plays; a reconnect is a failure
         conn.idle()
         return
     conn.expect("grab_job_uniq")
-    conn.reply("no_job")
     conn.expect("pre_sleep")
+    conn.reply("no_job")
     conn.reply("error", b"JOB_NOT_FOUND", b"Job given in work result not found")
     conn.reply("error", b"UNEXPECTED_PACKET", b"something the server disliked")
     conn.reply("noop")
     conn.expect("grab_job_uniq")
+    conn.expect("pre_sleep")
     conn.reply("job_assign_uniq", b"H:fake:1", b"f-err", b"", b"payload")
     name, body = conn.recv_packet()
     assert (name, body) == ("work_complete", b"H:fake:1\0done:payload"), (name, body)
+    conn.reply("noop")  # another job came in
     conn.expect("grab_job_uniq")
     conn.reply("no_job")
     conn.idle()

@@ -45,6 +45,10 @@ class Callbacks:
         self._lists[event].append(fn)
         return fn
 
+    def has(self, event: str) -> bool:
+        """True if *event* has a callback."""
+        return bool(self._lists[event])
+
     def fire(self, event: str) -> None:
         """Call every callback of *event*; exceptions are logged only."""
         for fn in self._lists[event]:

@@ -122,7 +122,7 @@ class Job:
         return self
 
     # ------------------------------------------------------------- plumbing
-    def _send(self, name: str, *args: BytesLike, cork: bool = False) -> bool:
+    def _send(self, name: str, *args: BytesLike) -> bool:
         """Write one WORK_* packet for this job; False if it was dropped."""
         packet = pack_request(name, self.handle, *args)
         if not self.connected:
@@ -135,7 +135,7 @@ class Job:
             # An interrupt (ability timeout, forced stop) may land while this
             # writes: the Connection then finishes the packet in the
             # background, so the stream never carries half a packet.
-            self.connection.send_update(packet, cork)
+            self.connection.send_update(packet)
         except NetworkError as exc:
             log.warning("dropping %s for job %r: %s", name.upper(), self.handle, exc)
             return False

@@ -9,20 +9,27 @@ How it works
   trip that proves the server has processed them.  A server that goes away
   is retried in the background with backoff and jitter while the other
   servers keep being served.
-* Each registered connection gets one **grab loop** greenlet::
+* Grabbing is driven by events, with no greenlet of its own: each
+  registered connection sends GRAB_JOB_UNIQ while it holds a free slot, and
+  the reply is handled the moment the connection's reader decodes it::
 
-      take a slot -> GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ -> start the job (it owns
-                                                         the slot), loop
-                                   -> NO_JOB -> free the slot, PRE_SLEEP,
-                                                sleep until NOOP (or the
-                                                wake-up interval), loop
+      free slot -> GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ -> hand the job (and its
+                                                       slot) to a job greenlet;
+                                                       GRAB again if a slot is free
+                                 -> NO_JOB -> free the slot, PRE_SLEEP, sleep
+                                              until NOOP (or the wake-up
+                                              interval), then GRAB again
 
-  so a connection has at most one GRAB outstanding, and GRABs are sent only
-  while a slot is free.  Slots (``concurrency`` of them) are handed to the
-  waiting grab loops first come, first served, which shares the worker fairly
-  between servers.  When a job ends its slot goes straight to a waiting loop,
-  which GRABs again without waiting for a NOOP.  A NOOP is acted on only
-  while the connection sleeps after PRE_SLEEP; any other NOOP is ignored.
+  A connection has at most ``grabs_in_flight`` GRABs outstanding (1 by
+  default), each backed by a slot, so the worker never holds more jobs than
+  ``concurrency``.  Connections that wait for a slot queue for it first come,
+  first served, which shares the worker fairly between servers.  When a job
+  ends, its slot goes straight to a waiting connection, and if that is the
+  job's own connection the result and the next GRAB leave in one write.  A
+  NOOP is acted on only while the connection sleeps after PRE_SLEEP; any
+  other NOOP is ignored.  A GRAB left unanswered for ``network_timeout``
+  seconds drops the connection (a watchdog checks about once a second); it
+  is reconnected like any lost one.
 * Every job runs in its own greenlet (never in a connection's reader), so a
   job that blocks cooperatively stalls nothing else.  Its WORK_* packets go
   out on the connection it came from; if that socket has died or been
@@ -36,6 +43,7 @@ How it works
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal as _signal
@@ -50,7 +58,7 @@ import gevent.pool
 import gevent.queue
 from gevent.event import Event
 
-from ..connection import Connection
+from ..connection import Connection, _server_error
 from .._validate import check_seconds
 from ..connection_pool import ConnectionPool, Servers, parse_servers
 from ..exceptions import (
@@ -95,17 +103,34 @@ def _default_client_id() -> str:
 class _ConnState:
     """The grab state of one socket (one generation of a Connection)."""
 
-    __slots__ = ("conn", "generation", "wake", "sleeping", "alive", "loop")
+    __slots__ = ("conn", "generation", "alive", "sleeping", "empty", "grabs", "grab_times",
+                 "queued", "timer", "on_reply", "sleepy", "ps_grabbed", "ps_finished",
+                 "batch_empty", "finished")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.generation = conn.generation
-        #: Set to wake the grab loop: a slot for it, a NOOP while asleep,
-        #: the connection lost, or the worker stopping.
-        self.wake = Event()
-        self.sleeping = False
         self.alive = True
-        self.loop: Optional[gevent.Greenlet] = None
+        #: PRE_SLEEP sent; waiting for a NOOP or the wake-up timer.
+        self.sleeping = False
+        #: A NO_JOB came back: grab no more until asleep and woken.
+        self.empty = False
+        #: GRABs sent and not answered yet, and when each was sent.
+        self.grabs = 0
+        self.grab_times: Deque[float] = deque()
+        #: In the worker's queue of connections waiting for a free slot.
+        self.queued = False
+        self.timer: Any = None
+        self.on_reply: Any = None
+        #: GRABs carry a PRE_SLEEP (see Worker._send_grabs).
+        self.sleepy = True
+        #: The last PRE_SLEEP went with GRABs; jobs finished then; whether
+        #: one of those GRABs came back NO_JOB.
+        self.ps_grabbed = False
+        self.ps_finished = 0
+        self.batch_empty = False
+        #: Jobs of this connection that sent their final packet.
+        self.finished = 0
 
 
 class Worker:
@@ -207,6 +232,9 @@ class Worker:
         self._run_done = 0
         self._assigned = 0
         self._grabs_pending = 0
+        self._grabs_done = Event()
+        self._watchdog: Optional[gevent.Greenlet] = None
+        self._sleepy_ok = True
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
@@ -324,6 +352,7 @@ class Worker:
         if old is not None:
             ability.after = old.after
         self._abilities[name] = ability
+        self._update_sleepy()
         if old is None:
             self._announce([ability.registration()])
         elif old.registration() != ability.registration():
@@ -363,6 +392,7 @@ class Worker:
         """
         name = validate_function_name(func)
         if self._abilities.pop(name, None) is not None:
+            self._update_sleepy()
             self._announce([pack_request("cant_do", name)])
 
     def _announce(self, packets: List[bytes]) -> None:
@@ -489,9 +519,11 @@ class Worker:
         return uninstall
 
     def _owns(self, glet: Any) -> bool:
-        if glet in self._jobs:
+        """True for the greenlets that run the worker's own code and user
+        callbacks: job greenlets and the connections' readers."""
+        if glet in self._jobs or glet is self._watchdog:
             return True
-        return any(st.loop is glet for st in self._states.values())
+        return any(st.conn._reader is glet for st in self._states.values())
 
     def _begin(self, max_jobs: Optional[int]) -> None:
         if self._running:
@@ -510,6 +542,7 @@ class Worker:
         self._run_done = 0
         self._assigned = 0
         self._grabs_pending = 0
+        self._grabs_done = Event()
         self._free = self._concurrency
         self._slot_queue = deque()
         self._states = {}
@@ -530,6 +563,8 @@ class Worker:
         assert pool is not None
         try:
             if not self._stop_requested.is_set():
+                if self.network_timeout is not None:
+                    self._watchdog = gevent.spawn(self._watch_grabs, self.network_timeout)
                 # One greenlet per server: a server that accepts but never
                 # answers must not hold up the others for network_timeout.
                 connecting = [gevent.spawn(pool._try, conn) for conn in pool.connections]
@@ -561,24 +596,23 @@ class Worker:
             self._stopping = True
             log.info("worker %s stopping", self.client_id)
             for st in list(self._states.values()):
-                st.wake.set()
+                self._stop_timer(st)  # sleeping connections stay asleep
         self._stop_requested.set()
         self._stop_changed.set()
 
     def _shutdown(self) -> None:
         self._stopping = True
         try:
-            loops = [st.loop for st in self._states.values() if st.loop is not None]
-            for st in list(self._states.values()):
-                st.wake.set()
-            # A loop is either waking up now or waiting for a GRAB reply
-            # (which gearmand sends at once; a job it brings is run).  A loop
-            # still waiting after this is killed: its job, if any, is
-            # requeued by gearmand when the connection closes.
+            # GRABs still outstanding are answered at once by gearmand; a job
+            # one of them brings is run.  A GRAB still unanswered after this
+            # is abandoned: if it brings a job, gearmand requeues it when the
+            # connection closes.
             join_timeout = self.network_timeout if self.network_timeout is not None else 10.0
             if self._stop_deadline is not None:
                 join_timeout = min(join_timeout, max(0.1, self._stop_deadline - time.monotonic()))
-            gevent.joinall(loops, timeout=join_timeout)
+            if self._grabs_pending > 0:
+                self._grabs_done.clear()
+                self._grabs_done.wait(join_timeout)
             self._wait_for_jobs()
             if self._active:
                 log.warning("stop timeout: interrupting %d running job(s); gearmand requeues them",
@@ -587,14 +621,16 @@ class Worker:
                     job._interrupt(JobStopped("the worker is stopping"))
                 self._idle.wait(1.0)
         finally:
+            if self._watchdog is not None:
+                self._watchdog.kill(block=False)
+                self._watchdog = None
             self._jobs.kill(block=False)  # idle runners (running jobs are done or abandoned)
             self._idle_runners = 0
             self._job_queue = gevent.queue.Queue()
+            for st in list(self._states.values()):
+                self._kill_state(st)
             if self._pool is not None:
                 self._pool.close()
-            for st in list(self._states.values()):
-                if st.loop is not None and not st.loop.dead:
-                    st.loop.kill(block=False)
             self._states = {}
             self._slot_queue.clear()
             self._running = False
@@ -612,13 +648,14 @@ class Worker:
 
     # --------------------------------------------------------- connections
     def _setup(self, conn: Connection) -> None:
-        """Pool hook, after every (re)connect: register, start a grab loop."""
+        """Pool hook, after every (re)connect: register, then start grabbing."""
         conn.on_packet = self._on_packet
         packets = [pack_request("set_client_id", self._client_id)]
         packets.extend(a.registration() for a in self._abilities.values())
         # Build the registration and publish the state with no switch in
         # between, so add_ability/remove_ability see exactly one of them.
         st = _ConnState(conn)
+        st.on_reply = functools.partial(self._on_grab_reply, st)
         old = self._states.get(conn)
         if old is not None:
             self._kill_state(old)
@@ -627,12 +664,27 @@ class Worker:
         conn.send_request(pack_request("echo_req", b"registered"), self.network_timeout)
         log.info("registered with %s as %s (%d abilities)", conn.server, self.client_id,
                  len(packets) - 1)
-        if not self._stopping and st.alive:
-            st.loop = gevent.spawn(self._grab_loop, st)
+        if self._stopping or not st.alive:
+            return
+        # The callback runs in a job greenlet of its own (it may block, and
+        # this pool greenlet must not be killed by a stop() it calls).
+        if self._callbacks.has("connect"):
+            self._jobs.spawn(self._callbacks.fire, "connect")
+        self._pump(st)
 
     def _kill_state(self, st: _ConnState) -> None:
         st.alive = False
-        st.wake.set()
+        st.sleeping = False
+        timer, st.timer = st.timer, None
+        if timer is not None:
+            timer.stop()
+            timer.close()
+        if st.queued:
+            st.queued = False
+            try:
+                self._slot_queue.remove(st)
+            except ValueError:  # pragma: no cover
+                pass
 
     def _on_disconnect(self, conn: Connection, exc: BaseException) -> None:
         st = self._states.get(conn)
@@ -643,8 +695,8 @@ class Worker:
         """Unsolicited packets (in the reader greenlet)."""
         if pkt.type == _NOOP:
             st = self._states.get(conn)
-            if st is not None and st.sleeping and st.generation == conn.generation:
-                st.wake.set()
+            if st is not None and st.sleeping and st.alive and st.generation == conn.generation:
+                self._wake(st)
             else:
                 log.debug("%s: NOOP while not sleeping ignored", conn.server)
         elif pkt.type == _ERROR:
@@ -655,103 +707,136 @@ class Worker:
         else:
             log.debug("%s: unsolicited %s ignored", conn.server, pkt.name)
 
-    # ----------------------------------------------------------------- slots
+    # ------------------------------------------------------------- grabbing
+    # Everything below runs without blocking, in whichever greenlet noticed
+    # the event: a connection's reader (a GRAB reply, a NOOP), a job
+    # greenlet (its slot freed), the hub (the wake-up timer), the pool's
+    # greenlet (a connection registered).
     def _can_grab(self) -> bool:
         if self._free <= 0:
             return False
         max_jobs = self._max_jobs
         return max_jobs is None or self._assigned + self._grabs_pending < max_jobs
 
-    def _take_slot(self, st: _ConnState) -> bool:
-        """Block until *st* may send a GRAB (a free slot, its turn); False if
-        the worker stops or the connection died first."""
+    def _pump(self, st: _ConnState, served: bool = False) -> None:
+        """Send as many GRABs on *st* as free slots and ``grabs_in_flight``
+        allow; queue *st* for a slot if it wants more.  *served*: *st* was
+        just taken from the head of the slot queue."""
+        if self._stopping or not st.alive or st.sleeping or st.empty:
+            return
+        want = self.grabs_in_flight - st.grabs
+        if want <= 0:
+            return
         queue = self._slot_queue
-        try:
-            while True:
-                if self._stopping or not st.alive:
-                    return False
-                if self._can_grab() and (not queue or queue[0] is st):
-                    if queue:
-                        queue.popleft()
-                    self._free -= 1
-                    self._grabs_pending += 1
-                    self._wake_next()
-                    return True
-                if st not in queue:
-                    queue.append(st)
-                st.wake.clear()
-                st.wake.wait()
-        except BaseException:
-            if st in queue:
-                queue.remove(st)
-                self._wake_next()
-            raise
+        if queue and not served:
+            self._enqueue(st)  # others were waiting first
+            return
+        limit = 1 if queue else want  # one at a time while others wait
+        n = 0
+        while n < limit and self._can_grab():
+            self._free -= 1
+            self._grabs_pending += 1
+            n += 1
+        if n < want:
+            self._enqueue(st)
+        if n:
+            self._send_grabs(st, n)
 
-    def _wake_next(self) -> None:
-        if self._slot_queue and self._can_grab():
-            self._slot_queue[0].wake.set()
+    def _enqueue(self, st: _ConnState) -> None:
+        if not st.queued:
+            st.queued = True
+            self._slot_queue.append(st)
+
+    def _serve_queue(self) -> None:
+        """Give free slots to the connections waiting for one, in order."""
+        queue = self._slot_queue
+        while queue and self._can_grab():
+            st = queue.popleft()
+            st.queued = False
+            self._pump(st, served=True)
 
     def _release_slot(self) -> None:
         self._free += 1
-        self._wake_next()
+        if self._slot_queue:
+            self._serve_queue()
 
-    # ------------------------------------------------------------ grab loop
-    def _extra_slots(self, st: _ConnState) -> int:
-        """Take up to ``grabs_in_flight - 1`` more free slots for *st* at once
-        (never while another connection waits for one); returns how many."""
-        taken = 0
-        while (taken < self.grabs_in_flight - 1 and not self._slot_queue
-               and self._can_grab() and not self._stopping and st.alive):
-            self._free -= 1
-            self._grabs_pending += 1
-            taken += 1
-        return taken
-
-    def _grab_loop(self, st: _ConnState) -> None:
+    def _send_grabs(self, st: _ConnState, n: int) -> None:
+        """Send *n* GRAB_JOB_UNIQs on *st*; a slot and ``_grabs_pending``
+        were taken for each."""
+        callbacks = self._callbacks
+        if callbacks.has("grab_job"):
+            for _ in range(n):
+                callbacks.fire("grab_job")
         conn = st.conn
-        self._callbacks.fire("connect")
+        if not st.alive or not conn.connected or conn.generation != st.generation:
+            # lost meanwhile: no waiter was registered; give the slots back
+            self._kill_state(st)
+            self._grabs_pending -= n
+            for _ in range(n):
+                self._release_slot()
+            self._signal_grabs_done()
+            return
+        st.grabs += n
+        now = time.monotonic()
+        st.grab_times.extend([now] * n)
+        sleepy = st.sleepy and self._sleepy_ok
+        token = conn.cork()
         try:
-            while self._take_slot(st):
-                n = 1 + self._extra_slots(st)
-                try:
-                    for _ in range(n):
-                        self._callbacks.fire("grab_job")
-                    replies = (
-                        [conn.request(_GRAB, self.network_timeout)] if n == 1
-                        else conn.requests([_GRAB] * n, self.network_timeout)
-                    )
-                except BaseException:
-                    self._grabs_pending -= n
-                    for _ in range(n):
-                        self._release_slot()
-                    raise
-                self._grabs_pending -= n
-                got_job = False
-                for pkt in replies:
-                    if pkt.type == _NO_JOB:
-                        self._release_slot()
-                        self._callbacks.fire("no_job")
-                    else:  # JOB_ASSIGN_UNIQ (the connection checks reply types)
-                        got_job = True
-                        self._assigned += 1
-                        self._start_job(self._make_job(st, pkt.args))
-                if not got_job:
-                    self._sleep(st)
-        except (NetworkError, ProtocolError) as exc:
-            # The connection is gone (a ProtocolError tore it down); the
-            # pool reconnects and _setup starts a new loop.
-            log.info("stopped grabbing on %s: %s", conn.server, exc)
-        except SocketTimeoutError:
-            log.warning("%s did not answer GRAB_JOB_UNIQ within %s s; reconnecting",
-                        conn.server, self.network_timeout)
-            self._drop(st)
-        except ServerError as exc:
-            log.error("%s refused GRAB_JOB_UNIQ: %s; reconnecting", conn.server, exc)
-            self._drop(st)
+            if n == 1:
+                conn.send_with_waiter(_GRAB, st.on_reply)
+            else:
+                conn.send_many_with_waiters([_GRAB] * n, [st.on_reply] * n)
+            if sleepy:
+                # "Then I sleep": gearmand answers the GRABs, then, if more
+                # jobs wait, NOOPs at once.  When jobs come one at a time this
+                # saves the NO_JOB / PRE_SLEEP round trip after each job.
+                conn.send_update(_PRE_SLEEP)
+                st.ps_grabbed = True
+                st.ps_finished = st.finished
+                st.batch_empty = False
+                self._start_sleeping(st)
+        except NetworkError:
+            pass  # the write failed: the connection failed the GRABs' waiters
         finally:
-            if st in self._slot_queue:
-                self._slot_queue.remove(st)
-            self._wake_next()
+            try:
+                conn.uncork(token)
+            except NetworkError:
+                pass  # as above
+
+    def _on_grab_reply(self, st: _ConnState, pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
+        """The answer to one GRAB (in the reader), or *exc* if the
+        connection was lost first."""
+        st.grabs -= 1
+        if st.grab_times:
+            st.grab_times.popleft()
+        self._grabs_pending -= 1
+        if exc is not None or pkt is None:
+            self._kill_state(st)
+            self._release_slot()
+        elif pkt.type == _NO_JOB:
+            if st.sleeping:
+                st.batch_empty = True  # PRE_SLEEP went with this GRAB
+            else:
+                st.empty = True
+            self._release_slot()
+            self._callbacks.fire("no_job")
+        elif pkt.type == _ERROR:
+            log.error("%s refused GRAB_JOB_UNIQ: %s; reconnecting", st.conn.server,
+                      _server_error(pkt, st.conn.server))
+            self._release_slot()
+            self._drop(st)
+        else:  # JOB_ASSIGN_UNIQ (the connection checks reply types)
+            self._assigned += 1
+            self._start_job(self._make_job(st, pkt.args))
+            self._pump(st)
+        if st.grabs == 0:
+            if st.empty and st.alive:
+                self._sleep(st)
+            self._signal_grabs_done()
+
+    def _signal_grabs_done(self) -> None:
+        if self._stopping and self._grabs_pending <= 0:
+            self._grabs_done.set()
 
     def _drop(self, st: _ConnState) -> None:
         self._kill_state(st)
@@ -760,16 +845,64 @@ class Worker:
 
     def _sleep(self, st: _ConnState) -> None:
         """PRE_SLEEP, then wait for a NOOP (or the wake-up interval)."""
-        if self._stopping or not st.alive:
+        st.empty = False
+        if self._stopping:
             return
-        st.wake.clear()
-        st.sleeping = True
         try:
             st.conn.send_update(_PRE_SLEEP)
-            if not st.wake.wait(self.wakeup_interval):
-                log.debug("%s: no NOOP for %s s, grabbing anyway", st.conn.server, self.wakeup_interval)
-        finally:
-            st.sleeping = False
+        except NetworkError:
+            return  # lost: the state is being killed
+        st.ps_grabbed = False
+        self._start_sleeping(st)
+
+    def _start_sleeping(self, st: _ConnState) -> None:
+        st.sleeping = True
+        # A fresh timer each time: a libev timer restarted after it fired
+        # fires again at once.
+        old = st.timer
+        if old is not None:
+            old.close()
+        timer = st.timer = gevent.get_hub().loop.timer(self.wakeup_interval)
+        timer.start(self._wake_up, st)
+
+    def _wake_up(self, st: _ConnState) -> None:
+        """The wake-up interval passed without a NOOP (in the hub)."""
+        if st.sleeping and st.alive:
+            log.debug("%s: no NOOP for %s s, grabbing anyway", st.conn.server, self.wakeup_interval)
+            self._wake(st, noop=False)
+
+    def _wake(self, st: _ConnState, noop: bool = True) -> None:
+        self._stop_timer(st)
+        st.sleeping = False
+        # A NOOP that answers the PRE_SLEEP of GRABs which all brought jobs,
+        # before any of those jobs finished, means a backlog: GRAB plainly
+        # until a NO_JOB.  Any other wake-up means jobs come one at a time.
+        st.sleepy = not (noop and st.ps_grabbed and not st.batch_empty
+                         and st.finished == st.ps_finished)
+        self._pump(st)
+
+    def _update_sleepy(self) -> None:
+        # PRE_SLEEP makes gearmand drop its CAN_DO_TIMEOUT timer for the
+        # connection: with server timeouts in use, PRE_SLEEP only after NO_JOB.
+        self._sleepy_ok = not any(a.server_timeout for a in self._abilities.values())
+
+    @staticmethod
+    def _stop_timer(st: _ConnState) -> None:
+        timer = st.timer
+        if timer is not None:
+            timer.stop()
+
+    def _watch_grabs(self, timeout: float) -> None:
+        """Drop connections whose oldest GRAB is unanswered for *timeout* s."""
+        interval = min(1.0, max(0.05, timeout / 4))
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            for st in list(self._states.values()):
+                if st.alive and st.grab_times and now - st.grab_times[0] > timeout:
+                    log.warning("%s did not answer GRAB_JOB_UNIQ within %s s; reconnecting",
+                                st.conn.server, timeout)
+                    self._drop(st)
 
     @staticmethod
     def _make_job(st: _ConnState, args: Tuple[bytes, ...]) -> Job:
@@ -827,15 +960,28 @@ class Worker:
 
     def _send_result(self, job: Job, name: str, *args: BytesLike, release: bool = True) -> bool:
         """Send the job's final packet.  With *release*, its slot is freed
-        first and the write corked, so the grab loop's next GRAB (woken by
-        the free slot) leaves in the same write: one syscall and one server
+        under a cork, so a GRAB that the free slot sends on the same
+        connection leaves in the same write: one syscall and one server
         wake-up per job instead of two.  The server sees the result before
-        the GRAB, so it never hands this worker more jobs than its slots."""
-        if release and not job._slot_released:
-            job._slot_released = True
+        the GRAB."""
+        st = self._states.get(job.connection)
+        if st is not None and st.generation == job.generation:
+            st.finished += 1
+        if not release or job._slot_released:
+            return job._send(name, *args)
+        job._slot_released = True
+        conn = job.connection
+        token = conn.cork()
+        try:
+            sent = job._send(name, *args)
             self._release_slot()
-            return job._send(name, *args, cork=True)
-        return job._send(name, *args)
+        finally:
+            try:
+                conn.uncork(token)
+            except NetworkError as exc:
+                log.warning("dropping %s for job %r: %s", name.upper(), job.handle, exc)
+                sent = False
+        return sent
 
     def _execute(self, job: Job, ability: Ability) -> None:
         timer = None
