@@ -442,19 +442,23 @@ class Connection:
         if current is self._reader or current is self._hub:
             self._flush_nowait(sock)
             return
-        self._writing = True
         # With other requests in flight, other greenlets are likely about to
         # write too (they were woken by the same read): let them queue their
         # packets first, so all leave in one write -- one syscall here and
         # one wake-up of the server.  A lone sequential caller is not delayed.
         if cork is None:
             cork = len(self._fifo) + len(self._tasks) > 1
+        if not cork and self._plain:
+            self._flush_nowait(sock, current)  # usually all of it goes at once
+            return
+        self._writing = True
         self._flush(sock, self._wbuf, b"", cork)
 
-    def _flush_nowait(self, sock: Any) -> None:
-        """Write what is queued without ever waiting (for the reader and the
-        hub, which must not block on a full socket buffer).  What the socket
-        does not take at once is written by a new greenlet."""
+    def _flush_nowait(self, sock: Any, finisher: Any = None) -> None:
+        """Write what is queued without waiting.  What the socket does not
+        take at once is written by *finisher* -- the calling greenlet, which
+        then blocks -- or, for the reader and the hub, which must never block
+        on a full socket buffer, by a new greenlet."""
         wbuf = self._wbuf
         data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
         wbuf.clear()
@@ -474,7 +478,10 @@ class Connection:
                 return
             data = data[sent:]
         self._writing = True
-        gevent.spawn(self._finish_flush, sock, wbuf, data)
+        if finisher is not None:
+            self._flush(sock, wbuf, data)
+        else:
+            gevent.spawn(self._finish_flush, sock, wbuf, data)
 
     def cork(self) -> int:
         """Hold back writes until :meth:`uncork`: packets queued meanwhile,
@@ -560,6 +567,14 @@ class Connection:
             raise NetworkError(f"not connected to {self.server}", self.server)
         self._fifo.append((waiter, _answers(packet)))
         self._write(packet)
+
+    def _send_prepared(self, data: bytes, entries: List[Tuple[Waiter, Optional[FrozenSet[int]]]]) -> None:
+        """Send *data* (whole packets) and register FIFO *entries* (waiter,
+        reply types) for the reply-bearing ones (the worker's GRABs)."""
+        if self._sock is None:
+            raise NetworkError(f"not connected to {self.server}", self.server)
+        self._fifo.extend(entries)
+        self._write(data)
 
     def send_many_with_waiters(self, packets: List[bytes], waiters: List[Waiter]) -> None:
         """Send several reply-bearing packets in one write (pipelining)."""

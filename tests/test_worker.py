@@ -110,7 +110,7 @@ def test_grabs_in_flight_pipelines_within_free_slots(workers, client, func_name,
     yet never holds more jobs than its slots."""
     from gearman_gevent.connection import Connection
 
-    spy = mocker.spy(Connection, "send_many_with_waiters")
+    spy = mocker.spy(Connection, "_send_prepared")
     w = workers(concurrency=10, grabs_in_flight=8)
     running = [0]
     peak = [0]
@@ -133,8 +133,9 @@ def test_grabs_in_flight_pipelines_within_free_slots(workers, client, func_name,
     assert peak[0] == 10
     # the first write carries 8 GRABs; later ones refill the slots freed
     grab = pack_request("grab_job_uniq")
-    batches = [len(call.args[1]) for call in spy.call_args_list if call.args[1][0] == grab]
-    assert batches and batches[0] == 8 and all(2 <= b <= 8 for b in batches)
+    batches = [call.args[1].count(grab) for call in spy.call_args_list]
+    assert batches and batches[0] == 8 and all(1 <= b <= 8 for b in batches)
+    assert [len(call.args[2]) for call in spy.call_args_list] == batches  # a waiter per GRAB
     assert w.jobs_done == 200 and w.running_jobs == 0
 
 

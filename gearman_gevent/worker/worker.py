@@ -58,7 +58,7 @@ import gevent.pool
 import gevent.queue
 from gevent.event import Event
 
-from ..connection import Connection, _server_error
+from ..connection import Connection, _answers, _server_error
 from .._validate import check_seconds
 from ..connection_pool import ConnectionPool, Servers, parse_servers
 from ..exceptions import (
@@ -87,6 +87,7 @@ MAX_CLIENT_ID_LENGTH = 127
 
 _GRAB = pack_request("grab_job_uniq")
 _NO_JOB = NUMS["no_job"]
+_GRAB_ANSWERS = _answers(_GRAB)
 _PRE_SLEEP = pack_request("pre_sleep")
 _NOOP = NUMS["noop"]
 _ERROR = NUMS["error"]
@@ -105,7 +106,7 @@ class _ConnState:
 
     __slots__ = ("conn", "generation", "alive", "sleeping", "empty", "grabs", "grab_times",
                  "queued", "timer", "on_reply", "sleepy", "ps_grabbed", "ps_finished",
-                 "batch_empty", "finished")
+                 "batch_empty", "finished", "sleep_since")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -121,6 +122,7 @@ class _ConnState:
         #: In the worker's queue of connections waiting for a free slot.
         self.queued = False
         self.timer: Any = None
+        self.sleep_since = 0.0
         self.on_reply: Any = None
         #: GRABs carry a PRE_SLEEP (see Worker._send_grabs).
         self.sleepy = True
@@ -675,10 +677,7 @@ class Worker:
     def _kill_state(self, st: _ConnState) -> None:
         st.alive = False
         st.sleeping = False
-        timer, st.timer = st.timer, None
-        if timer is not None:
-            timer.stop()
-            timer.close()
+        self._stop_timer(st)
         if st.queued:
             st.queued = False
             try:
@@ -779,29 +778,20 @@ class Worker:
         st.grabs += n
         now = time.monotonic()
         st.grab_times.extend([now] * n)
-        sleepy = st.sleepy and self._sleepy_ok
-        token = conn.cork()
+        data = _GRAB * n
+        if st.sleepy and self._sleepy_ok:
+            # "Then I sleep": gearmand answers the GRABs, then, if more jobs
+            # wait, NOOPs at once.  When jobs come one at a time this saves
+            # the NO_JOB / PRE_SLEEP round trip after each job.
+            data += _PRE_SLEEP
+            st.ps_grabbed = True
+            st.ps_finished = st.finished
+            st.batch_empty = False
+            self._start_sleeping(st)
         try:
-            if n == 1:
-                conn.send_with_waiter(_GRAB, st.on_reply)
-            else:
-                conn.send_many_with_waiters([_GRAB] * n, [st.on_reply] * n)
-            if sleepy:
-                # "Then I sleep": gearmand answers the GRABs, then, if more
-                # jobs wait, NOOPs at once.  When jobs come one at a time this
-                # saves the NO_JOB / PRE_SLEEP round trip after each job.
-                conn.send_update(_PRE_SLEEP)
-                st.ps_grabbed = True
-                st.ps_finished = st.finished
-                st.batch_empty = False
-                self._start_sleeping(st)
+            conn._send_prepared(data, [(st.on_reply, _GRAB_ANSWERS)] * n)
         except NetworkError:
             pass  # the write failed: the connection failed the GRABs' waiters
-        finally:
-            try:
-                conn.uncork(token)
-            except NetworkError:
-                pass  # as above
 
     def _on_grab_reply(self, st: _ConnState, pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
         """The answer to one GRAB (in the reader), or *exc* if the
@@ -857,22 +847,32 @@ class Worker:
 
     def _start_sleeping(self, st: _ConnState) -> None:
         st.sleeping = True
-        # A fresh timer each time: a libev timer restarted after it fired
+        st.sleep_since = time.monotonic()
+        # The wake-up timer is armed lazily: a connection that sleeps and
+        # wakes once per job keeps one timer running rather than making one
+        # per sleep; when it fires it checks how long the sleep has lasted.
+        if st.timer is None:
+            self._arm_timer(st, self.wakeup_interval)
+
+    def _arm_timer(self, st: _ConnState, seconds: float) -> None:
+        # A fresh libev timer each time: one restarted after it fired
         # fires again at once.
-        old = st.timer
-        if old is not None:
-            old.close()
-        timer = st.timer = gevent.get_hub().loop.timer(self.wakeup_interval)
+        timer = st.timer = gevent.get_hub().loop.timer(seconds)
         timer.start(self._wake_up, st)
 
     def _wake_up(self, st: _ConnState) -> None:
-        """The wake-up interval passed without a NOOP (in the hub)."""
-        if st.sleeping and st.alive:
-            log.debug("%s: no NOOP for %s s, grabbing anyway", st.conn.server, self.wakeup_interval)
-            self._wake(st, noop=False)
+        """The wake-up timer fired (in the hub)."""
+        self._stop_timer(st)
+        if not (st.sleeping and st.alive) or self._stopping:
+            return  # awake: the next sleep arms a new timer
+        remaining = st.sleep_since + self.wakeup_interval - time.monotonic()
+        if remaining > 0.001:
+            self._arm_timer(st, remaining)  # this sleep began after the timer
+            return
+        log.debug("%s: no NOOP for %s s, grabbing anyway", st.conn.server, self.wakeup_interval)
+        self._wake(st, noop=False)
 
     def _wake(self, st: _ConnState, noop: bool = True) -> None:
-        self._stop_timer(st)
         st.sleeping = False
         # A NOOP that answers the PRE_SLEEP of GRABs which all brought jobs,
         # before any of those jobs finished, means a backlog: GRAB plainly
@@ -888,9 +888,10 @@ class Worker:
 
     @staticmethod
     def _stop_timer(st: _ConnState) -> None:
-        timer = st.timer
+        timer, st.timer = st.timer, None
         if timer is not None:
             timer.stop()
+            timer.close()
 
     def _watch_grabs(self, timeout: float) -> None:
         """Drop connections whose oldest GRAB is unanswered for *timeout* s."""
