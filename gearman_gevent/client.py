@@ -22,6 +22,7 @@ import time
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import gevent
+from gevent.event import Event
 
 from ._validate import check_seconds
 from .connection import Connection, _server_error
@@ -191,7 +192,14 @@ class Client:
         self._submit(task, self.task_create_timeout if timeout is None else timeout)
         return task
 
-    def _submit(self, task: Task, timeout: Optional[float], exclude: Sequence[Connection] = ()) -> None:
+    def _submit(
+        self, task: Task, timeout: Optional[float], exclude: Sequence[Connection] = (), sleep_through: bool = False
+    ) -> None:
+        """Submit *task*, waiting up to *timeout* s for its JOB_CREATED,
+        retrying other servers on connection errors.  With *sleep_through*
+        (``task._notify`` set), the caller is not woken by JOB_CREATED but
+        only when the task finished or a submission failed, or when the
+        timeout passed (then the task goes on if it was created)."""
         deadline = _Deadline(timeout)
         tried: List[Connection] = list(exclude)
         key = task.unique or None
@@ -210,16 +218,19 @@ class Client:
                 tried.append(conn)
                 last = exc
                 continue
-            if not task._created.wait(deadline.remaining()):
+            created = (self._await_submission(task, attempt, deadline) if sleep_through
+                       else task._created.wait(deadline.remaining()))
+            if not created:
                 task._attempt += 1  # a late JOB_CREATED is consumed and ignored
                 raise SocketTimeoutError(
                     f"{conn.server} did not acknowledge {task.func!r} within {timeout}s"
                 )
             error = task.error
-            if error is None or task.done:
-                # Created.  (A foreground task whose connection died right
-                # after JOB_CREATED is already failed with that error: the
-                # job exists on that server, so it is not resubmitted.)
+            if error is None or task.done or task._attempt != attempt:
+                # Created; a resubmission after WORK_FAIL may own it now.
+                # (A foreground task whose connection died right after
+                # JOB_CREATED is already failed with that error: the job
+                # exists on that server, so it is not resubmitted.)
                 return
             if isinstance(error, (NetworkError, ProtocolError)):
                 # the connection is gone and the job was not created
@@ -228,6 +239,23 @@ class Client:
                 last = error
                 continue
             raise error
+
+    @staticmethod
+    def _await_submission(task: Task, attempt: int, deadline: _Deadline) -> bool:
+        """Sleep until *task* finished or submission *attempt* failed, or
+        until *deadline*; True if by then it was created (or failed to be).
+        (After a WORK_FAIL with retries left, a resubmission of its own owns
+        the task: only its end counts then.)"""
+        notify = task._notify
+        assert notify is not None
+        while True:
+            if task._done.is_set() or (
+                task._created.is_set() and task.error is not None and task._attempt == attempt
+            ):
+                return True
+            if not notify.wait(deadline.remaining()):
+                return task._created.is_set() or task._attempt != attempt
+            notify.clear()
 
     def submit_tasks(self, tasks: Iterable[Task], timeout: Optional[float] = None) -> List[Task]:
         """Submit many tasks at once, pipelined: their packets are written
@@ -355,7 +383,11 @@ class Client:
             create = remaining
         task._rearm()
         task._client = self
-        self._submit(task, create)
+        task._notify = Event()
+        try:
+            self._submit(task, create, sleep_through=True)
+        finally:
+            task._notify = None
         if not task.wait(deadline.remaining()):
             self.abandon(task)
             raise SocketTimeoutError(f"job {task.func!r} ({task.handle!r}) did not finish within {timeout}s")

@@ -95,7 +95,7 @@ class Task:
         "func", "data", "unique", "priority", "background", "schedule_at",
         "retry_count", "retries_done", "handle", "result", "exception",
         "successful", "failed", "status", "error", "connection",
-        "_callbacks", "_done", "_created", "_attempt", "_client", "__weakref__",
+        "_callbacks", "_done", "_created", "_attempt", "_client", "_notify", "__weakref__",
     )
 
     def __init__(
@@ -158,6 +158,9 @@ class Task:
         self._created = Event()
         self._attempt = 0
         self._client: Any = None
+        #: Set when the task finishes or a submission fails, for a caller
+        #: that waits for both at once (Client.do: one wake-up per job).
+        self._notify: Optional[Event] = None
 
     # ------------------------------------------------------------------ info
     def __repr__(self) -> str:
@@ -275,9 +278,15 @@ class Task:
         """The submission failed before JOB_CREATED (the caller decides)."""
         self.error = exc
         self._created.set()
+        notify = self._notify
+        if notify is not None:
+            notify.set()
 
     def _finish(self) -> None:
         self._done.set()
+        notify = self._notify
+        if notify is not None:
+            notify.set()
 
     def _handle_packet(self, conn: "Connection", pkt: Packet) -> None:
         """Apply one WORK_* packet routed to this task by its handle."""
