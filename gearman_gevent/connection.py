@@ -490,20 +490,22 @@ class Connection:
         self._corked += 1
         return self.generation
 
-    def uncork(self, token: int) -> None:
+    def uncork(self, token: int, linger: bool = False) -> None:
         """Release a :meth:`cork` and write what was held back (in this
         greenlet, or without blocking in the reader or the hub).
 
-        Raises :class:`NetworkError` if that write fails.  A token of an
-        earlier socket is ignored (the connection was lost meanwhile and
-        what was held back with it).
+        With *linger*, greenlets made runnable just before get to queue
+        their packets first, so they share the write (as
+        ``send_update(cork=True)``).  Raises :class:`NetworkError` if the
+        write fails.  A token of an earlier socket is ignored (the
+        connection was lost meanwhile and what was held back with it).
         """
         sock = self._sock
         if sock is None or token != self.generation:
             return
         self._corked -= 1
         if not self._corked and self._wbuf and not self._writing:
-            self._start_flush(sock, False)
+            self._start_flush(sock, linger)
 
     def _flush(self, sock: Any, wbuf: List[bytes], pending: bytes, cork: bool = False) -> None:
         """Write *pending*, then everything queued, with ``send`` so progress

@@ -846,3 +846,51 @@ def test_bare_decorator_returns_function():
 
     assert callable(fn) and w.abilities["bytes-name"].fn is fn
     assert w.add_ability("plain", fn) is fn
+
+
+# ------------------------------------------------- grab, then sleep (PRE_SLEEP)
+def _grab_writes(spy):
+    grab, pre_sleep = pack_request("grab_job_uniq"), pack_request("pre_sleep")
+    return [(call.args[1].count(grab), call.args[1].endswith(pre_sleep)) for call in spy.call_args_list]
+
+
+def test_idle_worker_grabs_then_sleeps_and_a_backlog_switches_to_plain_grabs(
+        workers, client, func_name, mocker):
+    """An idle worker sends PRE_SLEEP in the GRAB's write (gearmand NOOPs at
+    once if more jobs wait); with jobs running, GRABs go plain, so draining a
+    backlog costs no extra packets per job."""
+    from gearman_gevent.connection import Connection
+
+    spy = mocker.spy(Connection, "_send_prepared")
+    w = workers(concurrency=1)
+    w.add_ability(func_name, lambda d, j: d)
+    run(w)
+    wait_until(lambda: spy.call_count >= 1, what="the first GRAB")
+    assert _grab_writes(spy)[0] == (1, True)  # idle: GRAB + PRE_SLEEP
+    # one job at a time: each is grabbed by GRAB + PRE_SLEEP, nothing after it
+    for i in range(3):
+        assert client.do(func_name, b"one%d" % i, timeout=5, unique="") == b"one%d" % i
+    assert all(sleepy for _, sleepy in _grab_writes(spy)), _grab_writes(spy)
+    # a backlog of 300: plain GRABs (one per job) while jobs run
+    before = spy.call_count
+    tasks = client.submit_tasks([BackgroundTask(func_name, b"%d" % i, unique="") for i in range(300)])
+    assert all(t.successful for t in tasks)
+    wait_until(lambda: w.jobs_done >= 303, timeout=20, what="the backlog drained")
+    writes = _grab_writes(spy)[before:]
+    assert sum(n for n, _ in writes) >= 300
+    assert sum(1 for _, sleepy in writes if sleepy) < 20, writes  # only when idle
+
+
+def test_abilities_with_a_server_timeout_grab_without_pre_sleep(workers, client, func_name, mocker):
+    """PRE_SLEEP makes gearmand drop its CAN_DO_TIMEOUT timer, so with a
+    server timeout the worker sends PRE_SLEEP only after NO_JOB."""
+    from gearman_gevent.connection import Connection
+
+    spy = mocker.spy(Connection, "_send_prepared")
+    w = workers(concurrency=1)
+    w.add_ability(func_name, lambda d, j: d, timeout=5)
+    run(w)
+    for i in range(3):
+        assert client.do(func_name, b"t%d" % i, timeout=5, unique="") == b"t%d" % i
+    writes = _grab_writes(spy)
+    assert len(writes) >= 3 and not any(sleepy for _, sleepy in writes), writes

@@ -20,14 +20,22 @@ How it works
                                               until NOOP (or the wake-up
                                               interval), then GRAB again
 
+  A worker with no job running sends PRE_SLEEP right behind its GRABs
+  ("grab, then sleep"): gearmand answers the GRABs first and then NOOPs at
+  once if more jobs wait, so a worker fed one job at a time saves the
+  NO_JOB / PRE_SLEEP round trip after every job.  (Not done when an ability
+  has a server timeout: PRE_SLEEP drops gearmand's CAN_DO_TIMEOUT timer.)
   A connection has at most ``grabs_in_flight`` GRABs outstanding (1 by
   default), each backed by a slot, so the worker never holds more jobs than
   ``concurrency``.  Connections that wait for a slot queue for it first come,
   first served, which shares the worker fairly between servers.  When a job
   ends, its slot goes straight to a waiting connection, and if that is the
   job's own connection the result and the next GRAB leave in one write.  A
-  NOOP is acted on only while the connection sleeps after PRE_SLEEP; any
-  other NOOP is ignored.  A GRAB left unanswered for ``network_timeout``
+  NOOP is acted on only while the connection sleeps after PRE_SLEEP (with no
+  GRAB sent since); any other NOOP is ignored.  The callbacks ``connect``
+  runs in a greenlet of its own; ``grab_job`` and ``no_job`` run in whichever
+  greenlet caused the event (a reader, a job greenlet, the hub), so they
+  must not block.  A GRAB left unanswered for ``network_timeout``
   seconds drops the connection (a watchdog checks about once a second); it
   is reconnected like any lost one.
 * Every job runs in its own greenlet (never in a connection's reader), so a
@@ -105,8 +113,7 @@ class _ConnState:
     """The grab state of one socket (one generation of a Connection)."""
 
     __slots__ = ("conn", "generation", "alive", "sleeping", "empty", "grabs", "grab_times",
-                 "queued", "timer", "on_reply", "sleepy", "ps_grabbed", "ps_finished",
-                 "batch_empty", "finished", "sleep_since")
+                 "queued", "timer", "on_reply", "sleep_since")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -124,15 +131,6 @@ class _ConnState:
         self.timer: Any = None
         self.sleep_since = 0.0
         self.on_reply: Any = None
-        #: GRABs carry a PRE_SLEEP (see Worker._send_grabs).
-        self.sleepy = True
-        #: The last PRE_SLEEP went with GRABs; jobs finished then; whether
-        #: one of those GRABs came back NO_JOB.
-        self.ps_grabbed = False
-        self.ps_finished = 0
-        self.batch_empty = False
-        #: Jobs of this connection that sent their final packet.
-        self.finished = 0
 
 
 class Worker:
@@ -779,14 +777,13 @@ class Worker:
         now = time.monotonic()
         st.grab_times.extend([now] * n)
         data = _GRAB * n
-        if st.sleepy and self._sleepy_ok:
-            # "Then I sleep": gearmand answers the GRABs, then, if more jobs
-            # wait, NOOPs at once.  When jobs come one at a time this saves
-            # the NO_JOB / PRE_SLEEP round trip after each job.
+        if not self._active and self._sleepy_ok:
+            # An idle worker grabs "and then sleeps": gearmand answers the
+            # GRABs, then NOOPs at once if more jobs wait.  When jobs come
+            # one at a time, this saves the NO_JOB / PRE_SLEEP round trip
+            # after each.  (With jobs running, GRABs are plain: results and
+            # GRABs then keep the worker busy without extra packets.)
             data += _PRE_SLEEP
-            st.ps_grabbed = True
-            st.ps_finished = st.finished
-            st.batch_empty = False
             self._start_sleeping(st)
         try:
             conn._send_prepared(data, [(st.on_reply, _GRAB_ANSWERS)] * n)
@@ -804,9 +801,7 @@ class Worker:
             self._kill_state(st)
             self._release_slot()
         elif pkt.type == _NO_JOB:
-            if st.sleeping:
-                st.batch_empty = True  # PRE_SLEEP went with this GRAB
-            else:
+            if not st.sleeping:  # (else a PRE_SLEEP went with this GRAB)
                 st.empty = True
             self._release_slot()
             self._callbacks.fire("no_job")
@@ -842,7 +837,6 @@ class Worker:
             st.conn.send_update(_PRE_SLEEP)
         except NetworkError:
             return  # lost: the state is being killed
-        st.ps_grabbed = False
         self._start_sleeping(st)
 
     def _start_sleeping(self, st: _ConnState) -> None:
@@ -870,15 +864,10 @@ class Worker:
             self._arm_timer(st, remaining)  # this sleep began after the timer
             return
         log.debug("%s: no NOOP for %s s, grabbing anyway", st.conn.server, self.wakeup_interval)
-        self._wake(st, noop=False)
+        self._wake(st)
 
-    def _wake(self, st: _ConnState, noop: bool = True) -> None:
+    def _wake(self, st: _ConnState) -> None:
         st.sleeping = False
-        # A NOOP that answers the PRE_SLEEP of GRABs which all brought jobs,
-        # before any of those jobs finished, means a backlog: GRAB plainly
-        # until a NO_JOB.  Any other wake-up means jobs come one at a time.
-        st.sleepy = not (noop and st.ps_grabbed and not st.batch_empty
-                         and st.finished == st.ps_finished)
         self._pump(st)
 
     def _update_sleepy(self) -> None:
@@ -963,11 +952,8 @@ class Worker:
         """Send the job's final packet.  With *release*, its slot is freed
         under a cork, so a GRAB that the free slot sends on the same
         connection leaves in the same write: one syscall and one server
-        wake-up per job instead of two.  The server sees the result before
-        the GRAB."""
-        st = self._states.get(job.connection)
-        if st is not None and st.generation == job.generation:
-            st.finished += 1
+        wake-up per job instead of two (and with other jobs running, their
+        results too).  The server sees the result before the GRAB."""
         if not release or job._slot_released:
             return job._send(name, *args)
         job._slot_released = True
@@ -978,7 +964,9 @@ class Worker:
             self._release_slot()
         finally:
             try:
-                conn.uncork(token)
+                # Other jobs finishing in this same turn of the loop (many
+                # slots, short jobs) add their results to this write.
+                conn.uncork(token, linger=len(self._active) > 1)
             except NetworkError as exc:
                 log.warning("dropping %s for job %r: %s", name.upper(), job.handle, exc)
                 sent = False
