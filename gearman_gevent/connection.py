@@ -319,8 +319,11 @@ class Connection:
                     if not n:
                         exc = NetworkError(f"{self.server} closed the connection", self.server)
                         break
-                    for pkt in decoder.feed(view[:n]):
-                        dispatch(pkt)  # type: ignore[arg-type]  # no text lines: allow_text is off
+                    pkts = decoder.feed(view[:n])
+                    if len(pkts) == 1:
+                        dispatch(pkts[0])  # type: ignore[arg-type]  # no text lines: allow_text is off
+                    else:
+                        self._dispatch_all(sock, pkts)  # type: ignore[arg-type]
                     if sock is not self._sock:
                         return  # closed by a waiter or callback; already torn down
                     if n < size:
@@ -332,8 +335,7 @@ class Connection:
                     if not n:
                         exc = NetworkError(f"{self.server} closed the connection", self.server)
                         break
-                    for pkt in decoder.feed(view[:n]):
-                        dispatch(pkt)  # type: ignore[arg-type]
+                    self._dispatch_all(sock, decoder.feed(view[:n]))  # type: ignore[arg-type]
                     if sock is not self._sock:
                         return
         except gevent.GreenletExit:
@@ -348,6 +350,22 @@ class Connection:
             log.exception("reader of %s died", self.server)
             exc = NetworkError(f"reader of {self.server} died: {e!r}", self.server)
         self._lost(sock, exc)
+
+    def _dispatch_all(self, sock: Any, pkts: List[Packet]) -> None:
+        """Dispatch the packets of one read under a cork: whatever their
+        handlers send (a worker's next GRABs, say) leaves in one write."""
+        self._corked += 1
+        try:
+            for pkt in pkts:
+                self._dispatch(pkt)
+        finally:
+            if sock is self._sock:
+                self._corked -= 1
+                if not self._corked and self._wbuf and not self._writing:
+                    try:
+                        self._flush_nowait(sock)
+                    except NetworkError:
+                        pass  # torn down by _lost; the read loop ends next
 
     def _dispatch(self, pkt: Packet) -> None:
         num = pkt.type
@@ -464,7 +482,7 @@ class Connection:
         wbuf.clear()
         if self._plain:
             try:
-                sent = sock.send(data, 0, 0.0)  # gevent: timeout 0 -> EAGAIN raises
+                sent = sock._sock.send(data)  # the non-blocking socket under gevent's
             except BlockingIOError:
                 sent = 0
             except OSError as exc:

@@ -185,7 +185,9 @@ def pack(magic: bytes, command: Union[str, int], *args: BytesLike) -> bytes:
     Exactly ``argc - 1`` NUL separators are emitted; the last argument may hold
     any bytes, the others must be free of NUL (else :class:`InvalidArgsError`).
     """
-    num = _type_number(command)
+    num = NUMS.get(command) if type(command) is str else None  # type: ignore[arg-type]
+    if num is None:
+        num = _type_number(command)
     argc = ARGC[num]
     if len(args) != argc:
         raise InvalidArgsError(
@@ -193,7 +195,7 @@ def pack(magic: bytes, command: Union[str, int], *args: BytesLike) -> bytes:
         )
     if argc == 0:
         return HEADER.pack(magic, num, 0)
-    parts = [to_bytes(a) for a in args]
+    parts = [a if type(a) is bytes else to_bytes(a) for a in args]
     for part in parts[:-1]:
         if b"\0" in part:
             raise InvalidArgsError(f"{COMMANDS[num]}: only the last argument may contain NUL")

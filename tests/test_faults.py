@@ -26,12 +26,12 @@ from gearman_gevent.exceptions import (
     ServerError,
     SocketTimeoutError,
 )
-from gearman_gevent.packet import pack_response
+from gearman_gevent.packet import pack_request, pack_response
 from gearman_gevent.task import Task
 
 from fakeserver import echo_script, never_answer, wait_for
 from rawworker import RawWorker
-from servers import free_port
+from servers import free_port, wait_until
 
 
 
@@ -710,3 +710,50 @@ def test_reply_of_the_wrong_type_is_a_protocol_error(fake, clients, request_name
             call(client)
     assert t.elapsed < 0.9  # immediate, not at the 1-2 s timeouts
     assert server.address in str(info.value)
+
+
+# ------------------------------------------ writes from the reader or the hub
+def test_writes_from_the_hub_and_the_reader_never_block_and_keep_order(fake):
+    """A write made in the hub (a timer) or in the reader (a reply waiter)
+    must not block on a full socket buffer: the socket takes what it can and
+    a short-lived greenlet finishes the rest, before any later packet."""
+    big = b"B" * (8 << 20)  # far more than loopback socket buffers hold
+    gate = Event()
+    got = []
+
+    def script(conn):
+        conn.expect("echo_req")
+        conn.reply("echo_res", b"go")
+        gate.wait(10)  # read nothing until the writers are done
+        for _ in range(4):
+            got.append(conn.recv_packet())
+        conn.idle()
+
+    server = fake(script)
+    conn = Connection("127.0.0.1", server.port)
+    conn.connect()
+    try:
+        done_in = {}
+
+        def in_reader(pkt, exc):  # runs in the reader greenlet
+            assert gevent.getcurrent() is conn._reader
+            conn.send_update(pack_request("echo_req", big))
+            conn.send_update(pack_request("echo_req", b"after-reader"))
+            done_in["reader"] = True
+
+        conn.send_with_waiter(pack_request("echo_req", b"x"), in_reader)
+
+        def in_hub():
+            conn.send_update(pack_request("echo_req", b"from-hub"))
+            done_in["hub"] = True
+
+        wait_until(lambda: done_in.get("reader"), what="the reader's writes returned")
+        gevent.get_hub().loop.run_callback(in_hub)
+        wait_until(lambda: done_in.get("hub"), what="the hub's write returned")
+        conn.send_update(pack_request("echo_req", b"last"))  # queued behind, from a greenlet
+        gate.set()
+        wait_until(lambda: len(got) == 4, timeout=20, what="all four packets at the server")
+        assert [body for _, body in got] == [big, b"after-reader", b"from-hub", b"last"]
+        assert conn.connected
+    finally:
+        conn.close()
