@@ -19,3 +19,12 @@ def test_quick_benchmark_runs():
     for row in ("S1 bg submit", "S1 drain", "S2 sequential", "S3 100 in flight", "S4 1000 x 50 ms", "S5"):
         assert row in out, out
     assert "gearman_gevent" in out
+
+
+def test_hotpath_benchmark_runs():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "hotpath.py"), "--jobs", "500", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "this checkout:" in proc.stdout and "us CPU per job" in proc.stdout, proc.stdout
