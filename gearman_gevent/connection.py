@@ -15,12 +15,12 @@ Data flows one way through a Connection:
 * Everything else (NOOP, ``ERROR JOB_NOT_FOUND``, which answers a late result
   rather than a request) goes to :attr:`Connection.on_packet`.
 
-One reader greenlet per socket decodes and dispatches.  Writes made from the
-reader itself or from the hub (a reply waiter that sends the next request, a
-timer) never block it: they are tried without waiting, and whatever the
-socket does not take at once is finished by a short-lived greenlet.  When the
-socket dies,
-every FIFO waiter and every task bound to it ends at once with a
+One reader greenlet per socket decodes and dispatches; whatever the handlers
+of one read's packets send leaves in one write.  Writes made from the reader
+itself or from the hub (a reply waiter that sends the next request, a timer)
+never block it: they are tried without waiting, and whatever the socket does
+not take at once is finished by a short-lived greenlet.  When the socket
+dies, every FIFO waiter and every task bound to it ends at once with a
 :class:`~gearman_gevent.exceptions.NetworkError`.  A Connection can be
 connected again afterwards; :attr:`generation` counts the sockets it had.
 """

@@ -32,12 +32,12 @@ How it works
   ends, its slot goes straight to a waiting connection, and if that is the
   job's own connection the result and the next GRAB leave in one write.  A
   NOOP is acted on only while the connection sleeps after PRE_SLEEP (with no
-  GRAB sent since); any other NOOP is ignored.  The callbacks ``connect``
+  GRAB sent since); any other NOOP is ignored.  The ``connect`` callback
   runs in a greenlet of its own; ``grab_job`` and ``no_job`` run in whichever
-  greenlet caused the event (a reader, a job greenlet, the hub), so they
-  must not block.  A GRAB left unanswered for ``network_timeout``
-  seconds drops the connection (a watchdog checks about once a second); it
-  is reconnected like any lost one.
+  greenlet caused the event (a reader, a job greenlet, the hub), so they must
+  not block.  A GRAB left unanswered for ``network_timeout`` seconds drops
+  the connection (a watchdog checks about once a second); it is reconnected
+  like any lost one.
 * Every job runs in its own greenlet (never in a connection's reader), so a
   job that blocks cooperatively stalls nothing else.  Its WORK_* packets go
   out on the connection it came from; if that socket has died or been
@@ -69,13 +69,7 @@ from gevent.event import Event
 from ..connection import Connection, _answers, _server_error
 from .._validate import check_seconds
 from ..connection_pool import ConnectionPool, Servers, parse_servers
-from ..exceptions import (
-    InvalidArgsError,
-    NetworkError,
-    ProtocolError,
-    ServerError,
-    SocketTimeoutError,
-)
+from ..exceptions import InvalidArgsError, NetworkError, SocketTimeoutError
 from ..packet import DEFAULT_MAX_PACKET_SIZE, NUMS, BytesLike, Packet, pack_request, to_bytes
 from ..task import validate_function_name
 from .ability import Ability, AbilityFn, AfterFn
@@ -521,7 +515,7 @@ class Worker:
     def _owns(self, glet: Any) -> bool:
         """True for the greenlets that run the worker's own code and user
         callbacks: job greenlets and the connections' readers."""
-        if glet in self._jobs or glet is self._watchdog:
+        if glet in self._jobs:
             return True
         return any(st.conn._reader is glet for st in self._states.values())
 
