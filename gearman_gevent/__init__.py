@@ -18,6 +18,7 @@ from .exceptions import (
     ProtocolError,
     ServerError,
     SocketTimeoutError,
+    DeadlockError,
 )
 from .packet import FunctionStatus, JobStatus, UniqueStatus, WorkerInfo
 from .connection import Connection
@@ -50,6 +51,7 @@ __all__ = [
     "NoJobServersError",
     "JobQueueError",
     "SocketTimeoutError",
+    "DeadlockError",
     "ServerError",
     "JobFailed",
     "JobException",

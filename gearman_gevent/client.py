@@ -211,6 +211,7 @@ class Client:
                 if last is not None:
                     raise NoJobServersError(f"{exc}; last error: {last}") from last
                 raise
+            conn.check_not_reader()
             attempt = task._reset_for_submit()
             try:
                 conn.send_with_waiter(task._packet(), _creation_waiter(task, attempt, conn))
@@ -289,6 +290,7 @@ class Client:
             except NoJobServersError as exc:
                 errors[i] = exc
                 continue
+            conn.check_not_reader()
             groups.setdefault(conn, []).append(i)
         retry: List[tuple] = []
         for conn, indexes in groups.items():

@@ -38,6 +38,7 @@ import gevent.ssl
 from gevent.event import AsyncResult
 
 from .exceptions import (
+    DeadlockError,
     InvalidArgsError,
     JobQueueError,
     NetworkError,
@@ -603,6 +604,15 @@ class Connection:
         self._fifo.extend(zip(waiters, map(_answers, packets)))
         self._write(b"".join(packets))
 
+    def check_not_reader(self) -> None:
+        """Raise :class:`DeadlockError` if the calling greenlet is this
+        connection's reader: it would wait for a reply only it can read."""
+        if self._reader is not None and gevent.getcurrent() is self._reader:
+            raise DeadlockError(
+                f"a blocking call on {self.server} was made in its own reader greenlet "
+                "(a task callback?); it would wait on itself: spawn a greenlet for it"
+            )
+
     def request(self, packet: bytes, timeout: Optional[float] = None) -> Packet:
         """Send *packet* and wait for its in-order reply, as a decoded
         :class:`~gearman_gevent.packet.Packet` (its arguments split).
@@ -614,6 +624,7 @@ class Connection:
         """
         if timeout is not None and timeout < 0:
             raise InvalidArgsError("timeout must not be negative")
+        self.check_not_reader()
         result = AsyncResult()
         self.send_with_waiter(packet, _result_waiter(result))
         try:
@@ -637,6 +648,7 @@ class Connection:
             raise InvalidArgsError("timeout must not be negative")
         if len(packets) == 1:
             return [self.request(packets[0], timeout)]
+        self.check_not_reader()
         results = [AsyncResult() for _ in packets]
         self.send_many_with_waiters(packets, [_result_waiter(r) for r in results])
         replies: List[Packet] = []

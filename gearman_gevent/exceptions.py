@@ -8,6 +8,7 @@ Every error the library raises on purpose is a :class:`GearmanError`::
     ├── NetworkError          (also a ConnectionError) a socket failed
     │   └── NoJobServersError no server could be reached
     ├── SocketTimeoutError    (also the built-in TimeoutError) a wait timed out
+    ├── DeadlockError         (also a RuntimeError) a wait only the caller could end
     ├── ServerError           an ERROR packet or an admin ``ERR`` line
     │   └── JobQueueError     the server refused a job (QUEUE_ERROR)
     ├── JobFailed             a job ended with WORK_FAIL
@@ -25,6 +26,7 @@ __all__ = [
     "NoJobServersError",
     "JobQueueError",
     "SocketTimeoutError",
+    "DeadlockError",
     "ServerError",
     "JobFailed",
     "JobException",
@@ -66,6 +68,13 @@ class NoJobServersError(NetworkError):
 
 class SocketTimeoutError(GearmanError, TimeoutError):
     """A blocking call did not complete within its ``timeout``."""
+
+
+class DeadlockError(GearmanError, RuntimeError):
+    """A blocking call would wait for a reply that only the calling greenlet
+    could read: it was made in a connection's reader (a task callback, say)
+    and waits on that same connection.  Raised at once, before anything is
+    sent; spawn a greenlet for such a call instead."""
 
 
 class ServerError(GearmanError):

@@ -179,9 +179,16 @@ class Task:
         return self.unique.decode("utf-8", "replace")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block this greenlet until the task is done; False on timeout."""
+        """Block this greenlet until the task is done; False on timeout.
+
+        Raises :class:`DeadlockError` if called, for an unfinished task, in
+        the reader greenlet of the task's own connection (a task callback):
+        only that greenlet could deliver the result.
+        """
         if timeout is not None and timeout < 0:
             raise InvalidArgsError("timeout must not be negative")
+        if not self._done.is_set() and self.connection is not None:
+            self.connection.check_not_reader()
         return self._done.wait(timeout)
 
     # ------------------------------------------------------------- callbacks

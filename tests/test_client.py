@@ -250,6 +250,68 @@ def test_raising_callback_does_not_kill_reader(client, gearmand, workers, func_n
     assert client.do(func_name, b"xyz", timeout=10) == b"zyx"
 
 
+def test_blocking_call_in_a_callback_on_its_own_connection_raises_at_once(
+        client, gearmand, workers, func_name):
+    """A task callback runs in the connection's reader; a blocking call there
+    that waits on the same connection could never be answered: it raises
+    DeadlockError at once (not a hang until its timeout, or forever)."""
+    workers(gearmand.address, [func_name], reverse)
+    seen = {}
+    done = Event()
+    other = gg.Task(func_name + "-nobody", b"other", unique="")  # no worker: never done
+    client.submit_task(other)
+
+    def callback(result):
+        t0 = time.monotonic()
+        for name, call in (("do", lambda: client.do(func_name, b"inner", timeout=None)),
+                           ("echo", lambda: client.echo(b"x", timeout=None)),
+                           ("wait", lambda: other.wait(None))):
+            try:
+                call()
+                seen[name] = "returned"
+            except gg.DeadlockError as exc:
+                seen[name] = str(exc)
+        seen["took"] = time.monotonic() - t0
+        done.set()
+
+    task = gg.Task(func_name, b"abc", unique="")
+    task.on_complete(callback)
+    client.submit_task(task)
+    assert done.wait(10)
+    assert all("reader" in seen[k] for k in ("do", "echo", "wait")), seen
+    assert seen["took"] < 1.0, seen
+    assert task.result == b"cba"
+    assert issubclass(gg.DeadlockError, gg.GearmanError)
+    # the reader survived, and nothing was submitted by the refused calls
+    assert client.do(func_name, b"xyz", timeout=10) == b"zyx"
+    assert not other.done
+
+
+def test_blocking_call_in_a_callback_on_another_server_works(gearmand_factory, workers, func_name):
+    """Only a wait on the reader's own connection is refused: from a
+    callback on server A, a do() that goes to server B completes."""
+    a, b = gearmand_factory(), gearmand_factory()
+    workers(b.address, [func_name], reverse)
+    on_a = gg.Client(a.address)
+    to_b = gg.Client(b.address)
+    try:
+        workers(a.address, [func_name], reverse)
+        got = []
+        done = Event()
+
+        def callback(result):
+            got.append(to_b.do(func_name, result, timeout=10))
+            done.set()
+
+        task = gg.Task(func_name, b"abc", unique="")
+        task.on_complete(callback)
+        on_a.submit_task(task)
+        assert done.wait(10) and got == [b"abc"]
+    finally:
+        on_a.close()
+        to_b.close()
+
+
 # ---------------------------------------------------- failures, exceptions
 def test_work_fail_raises_job_failed(client, gearmand, workers, func_name):
     workers(gearmand.address, [func_name], lambda job: None)
