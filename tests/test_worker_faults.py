@@ -235,6 +235,34 @@ def test_add_ability_returns_within_network_timeout_next_to_a_silent_server(
         assert client.do(func_name, timeout=5) == b"first"
 
 
+def deaf_after_first_grab(conn):
+    """Register, answer the first GRAB with NO_JOB, then read everything and
+    answer nothing (so the worker sleeps, with no GRAB outstanding)."""
+    _register(conn)
+    conn.expect("grab_job_uniq")
+    conn.reply("no_job")
+    conn.idle()
+
+
+def test_add_ability_waits_for_silent_servers_at_once_not_one_by_one(fake, workers, gearmand, func_name):
+    """Three servers that stopped answering cost network_timeout once: the
+    servers are updated in parallel."""
+    bad = [fake(deaf_after_first_grab) for _ in range(3)]
+    w = workers([b.address for b in bad] + [gearmand.address], network_timeout=1.0)
+    w.add_ability(func_name, lambda d, j: b"first")
+    start_and_wait(w, gearmand.address)
+    wait_until(lambda: len(w.connections) == 4, what="all four servers registered")
+    for b in bad:
+        wait_until(lambda b=b: any(n == "grab_job_uniq" for c in b.conns for n, _ in c.requests),
+                   what="the deaf server's GRAB")
+    t0 = time.monotonic()
+    w.add_ability(func_name + "-new", lambda d, j: b"second")
+    took = time.monotonic() - t0
+    assert 0.9 <= took < 2.0, took  # one network_timeout, not three
+    with Client(gearmand.address) as client:
+        assert client.do(func_name + "-new", timeout=5) == b"second"
+
+
 def unsolicited_errors(conn):
     """Register, answer the first GRAB with NO_JOB, and while the worker
     sleeps send ERROR JOB_NOT_FOUND and an ERROR of another kind; then wake

@@ -333,7 +333,9 @@ class Worker:
 
         While the worker runs, the function is announced to every connected
         server before this returns (blocking the calling greenlet for one
-        round trip per server).  Returns *fn*.
+        round trip, to all servers at once; a server that does not answer
+        costs at most ``network_timeout``).  Called in a connection's reader
+        (a callback), it raises :class:`~gearman_gevent.exceptions.DeadlockError`.  Returns *fn*.
         """
         name = validate_function_name(func)
         if fn is None:
@@ -391,17 +393,26 @@ class Worker:
 
     def _announce(self, packets: List[bytes]) -> None:
         """Send *packets* on every registered connection, then wait for an
-        ECHO round trip so the server has processed them."""
+        ECHO round trip so each server has processed them.  The servers are
+        updated at once, so servers that stopped answering cost
+        ``network_timeout`` in all, not each."""
         data = b"".join(packets)
-        for st in list(self._states.values()):
-            if not st.alive:
-                continue
+        states = [st for st in self._states.values() if st.alive]
+        for st in states:
+            st.conn.check_not_reader()  # it would wait on its own reader
+
+        def update(st: _ConnState) -> None:
             try:
                 st.conn.send_update(data)
                 st.conn.send_request(pack_request("echo_req", b"abilities"), self.network_timeout)
             except (NetworkError, SocketTimeoutError) as exc:
                 # The reconnect re-registers from the current ability set.
                 log.warning("updating abilities on %s failed: %s", st.conn.server, exc)
+
+        if len(states) == 1:
+            update(states[0])
+        elif states:
+            gevent.joinall([gevent.spawn(update, st) for st in states])
 
     # ------------------------------------------------------------- callbacks
     def on_connect(self, fn: Callback) -> Callback:
