@@ -335,7 +335,8 @@ class Worker:
         server before this returns (blocking the calling greenlet for one
         round trip, to all servers at once; a server that does not answer
         costs at most ``network_timeout``).  Called in a connection's reader
-        (a callback), it raises :class:`~gearman_gevent.exceptions.DeadlockError`.  Returns *fn*.
+        (a callback), it raises
+        :class:`~gearman_gevent.exceptions.DeadlockError`.  Returns *fn*.
         """
         name = validate_function_name(func)
         if fn is None:
