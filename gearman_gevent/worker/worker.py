@@ -106,7 +106,7 @@ def _default_client_id() -> str:
 class _ConnState:
     """The grab state of one socket (one generation of a Connection)."""
 
-    __slots__ = ("conn", "generation", "alive", "sleeping", "empty", "grabs", "grab_times",
+    __slots__ = ("conn", "generation", "alive", "sleeping", "empty", "grabs",
                  "queued", "timer", "on_reply", "sleep_since")
 
     def __init__(self, conn: Connection) -> None:
@@ -118,8 +118,7 @@ class _ConnState:
         #: A NO_JOB came back: grab no more until asleep and woken.
         self.empty = False
         #: GRABs sent and not answered yet, and when each was sent.
-        self.grabs = 0
-        self.grab_times: Deque[float] = deque()
+        self.grabs: Deque[float] = deque()
         #: In the worker's queue of connections waiting for a free slot.
         self.queued = False
         self.timer: Any = None
@@ -727,7 +726,7 @@ class Worker:
         just taken from the head of the slot queue."""
         if self._stopping or not st.alive or st.sleeping or st.empty:
             return
-        want = self.grabs_in_flight - st.grabs
+        want = self.grabs_in_flight - len(st.grabs)
         if want <= 0:
             return
         queue = self._slot_queue
@@ -779,9 +778,7 @@ class Worker:
                 self._release_slot()
             self._signal_grabs_done()
             return
-        st.grabs += n
-        now = time.monotonic()
-        st.grab_times.extend([now] * n)
+        st.grabs.extend([time.monotonic()] * n)
         data = _GRAB * n
         if not self._active and self._sleepy_ok:
             # An idle worker grabs "and then sleeps": gearmand answers the
@@ -799,9 +796,7 @@ class Worker:
     def _on_grab_reply(self, st: _ConnState, pkt: Optional[Packet], exc: Optional[BaseException]) -> None:
         """The answer to one GRAB (in the reader), or *exc* if the
         connection was lost first."""
-        st.grabs -= 1
-        if st.grab_times:
-            st.grab_times.popleft()
+        st.grabs.popleft()
         self._grabs_pending -= 1
         if exc is not None or pkt is None:
             self._kill_state(st)
@@ -820,7 +815,7 @@ class Worker:
             self._assigned += 1
             self._start_job(self._make_job(st, pkt.args))
             self._pump(st)
-        if st.grabs == 0:
+        if not st.grabs:
             if st.empty and st.alive:
                 self._sleep(st)
             self._signal_grabs_done()
@@ -895,7 +890,7 @@ class Worker:
             gevent.sleep(interval)
             now = time.monotonic()
             for st in list(self._states.values()):
-                if st.alive and st.grab_times and now - st.grab_times[0] > timeout:
+                if st.alive and st.grabs and now - st.grabs[0] > timeout:
                     log.warning("%s did not answer GRAB_JOB_UNIQ within %s s; reconnecting",
                                 st.conn.server, timeout)
                     self._drop(st)
